@@ -1,0 +1,45 @@
+"""The scoring formats: `lm` ({"id", "text"}) and `chat` ({"id", "messages"}) records, validated.
+
+An optional "source" (or "task") string field is kept as the record's "task" label.
+"""
+
+from forgetting_jax.data.errors import DataError
+from forgetting_jax.data.rows import Row, read_rows
+from forgetting_jax.data.validate import convert_rows, require_messages, require_str
+
+FORMATS = ("lm", "chat")
+
+
+def _label(values: dict) -> str:
+    for field in ("source", "task"):
+        if values.get(field) is not None:
+            return require_str(values, field)
+    return ""
+
+
+def _lm_record(row: Row) -> list[dict]:
+    values = row.values
+    return [{"id": require_str(values, "id"), "task": _label(values), "text": require_str(values, "text")}]
+
+
+def _chat_record(row: Row) -> list[dict]:
+    values = row.values
+    return [{"id": require_str(values, "id"), "task": _label(values),
+             "messages": require_messages(values, "messages", must_end_with_response=True)}]
+
+
+def read_records(path: str, format: str, skip_bad: bool = False, *,
+                 skipped_path: str | None = None) -> list[dict]:
+    """Reads and validates every record of `path` in the given format ('lm' or 'chat'), in order.
+
+    lm:   {"id": non-empty str, unique; "text": non-empty, non-whitespace str}
+    chat: {"id": ...; "messages": non-empty list of {"role": str, "content": str} ending with an
+           assistant turn whose content is non-empty}
+    Returns dicts {"id", "task", "text"} or {"id", "task", "messages"}. A bad record raises DataError
+    naming the file, the line (JSON lines, 1-based) or row (0-based), and the field; with skip_bad it
+    is left out, counted in the log and listed in `skipped_path` (default `<path>.skipped.jsonl`).
+    """
+    if format not in FORMATS:
+        raise DataError(f"unknown format {format!r}; expected one of {FORMATS}", path=path)
+    convert = _lm_record if format == "lm" else _chat_record
+    return convert_rows(read_rows(path), path, convert, skip_bad=skip_bad, skipped_path=skipped_path)

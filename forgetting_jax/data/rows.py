@@ -1,0 +1,177 @@
+"""Reading raw rows from a data file or a dataset name, each tagged with its place in the source.
+
+JSON lines (.jsonl, .ndjson, .json, optionally .gz) are read line by line here, so that a malformed
+line or invalid UTF-8 is reported with its line number and never shifts which row is which. A .json
+file holding one JSON document (an array of objects, or an object whose `field` is such an array)
+is read whole. Parquet, CSV and Arrow files, and hub dataset names, go through `datasets`.
+"""
+
+import dataclasses
+import gzip
+import json
+import os
+from typing import Any, Iterator
+
+from forgetting_jax.data.errors import DataError
+
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+DATASETS_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow", ".tsv": "csv"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One raw record: its 0-based ordinal among records, its place in the file, and its fields.
+
+    `error` is set (and `values` is None) when the record could not even be parsed.
+    """
+
+    index: int
+    where: str  # "line 7" (1-based, JSON lines), "item 3" (JSON array) or "row 3" (datasets)
+    values: dict[str, Any] | None
+    error: DataError | None = None
+
+
+def _strip_gz(path: str) -> str:
+    return path[:-3] if path.endswith(".gz") else path
+
+
+def _open_binary(path: str):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _first_char(path: str) -> str:
+    with _open_binary(path) as f:
+        while True:
+            block = f.read(4096)
+            if not block:
+                return ""
+            text = block.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+            if text:
+                return text[0]
+
+
+def _json_lines(path: str) -> Iterator[Row]:
+    index = 0
+    with _open_binary(path) as f:
+        for number, raw in enumerate(f, start=1):
+            where = f"line {number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield Row(index, where, None, DataError(
+                    f"invalid UTF-8 at byte {err.start} of the line", path=path, where=where))
+                index += 1
+                continue
+            if number == 1:
+                line = line.lstrip("\ufeff")
+            if not line.strip():
+                continue
+            try:
+                values = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield Row(index, where, None, DataError(
+                    f"malformed JSON ({err.msg} at column {err.colno})", path=path, where=where))
+                index += 1
+                continue
+            if not isinstance(values, dict):
+                yield Row(index, where, None, DataError(
+                    f"expected a JSON object, got {type(values).__name__}", path=path, where=where))
+            else:
+                yield Row(index, where, values)
+            index += 1
+
+
+def _json_document(path: str, field: str | None) -> list[Row] | None:
+    """Rows of a .json file holding one document; None if it is not one (then it is JSON lines)."""
+    with _open_binary(path) as f:
+        data = f.read()
+    try:
+        doc = json.loads(data.decode("utf-8").lstrip("\ufeff"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(doc, dict):
+        if field is None or field not in doc:
+            return None
+        doc = doc[field]
+        if not isinstance(doc, list):
+            raise DataError(f"expected a list of records, got {type(doc).__name__}", path=path, field=field)
+    if not isinstance(doc, list):
+        return None
+    rows = []
+    for i, values in enumerate(doc):
+        where = f"item {i}"
+        if isinstance(values, dict):
+            rows.append(Row(i, where, values))
+        else:
+            rows.append(Row(i, where, None, DataError(
+                f"expected a JSON object, got {type(values).__name__}", path=path, where=where)))
+    return rows
+
+
+def _datasets_rows(dataset: Any) -> Iterator[Row]:
+    for i, values in enumerate(dataset):
+        yield Row(i, f"row {i}", dict(values))
+
+
+def _load_with_datasets(path: str, name: str | None, split: str) -> Any:
+    import datasets
+
+    try:
+        if os.path.exists(path):
+            builder = DATASETS_BUILDERS[os.path.splitext(_strip_gz(path))[1].lower()]
+            kwargs = {"delimiter": "\t"} if _strip_gz(path).lower().endswith(".tsv") else {}
+            return datasets.load_dataset(builder, data_files=path, split="train", **kwargs)
+        return datasets.load_dataset(path, name, split=split)
+    except DataError:
+        raise
+    except Exception as err:  # datasets raises many types; the user needs the file and the cause.
+        raise DataError(f"could not be read by datasets: {type(err).__name__}: {err}", path=path) from err
+
+
+def _looks_like_path(path: str) -> bool:
+    suffix = os.path.splitext(_strip_gz(path))[1].lower()
+    return (path.startswith((".", "/", "~")) or path.count("/") > 1 or path.endswith(".gz")
+            or suffix in JSON_SUFFIXES or suffix in DATASETS_BUILDERS)
+
+
+def read_rows(path: str, *, field: str | None = None, name: str | None = None,
+              split: str = "train") -> Iterator[Row]:
+    """Yields every record of `path` in order, as `Row`s.
+
+    path: a local file (.jsonl/.ndjson/.json[.gz], .parquet, .csv, .tsv, .arrow) or a dataset name
+      for `datasets.load_dataset(path, name, split=split)` where a network or cache exists.
+    field: for a .json file holding one object, the key of its list of records (e.g. "examples").
+    Raises DataError for a missing or empty file, or one `datasets` cannot read.
+    """
+    if not os.path.exists(path):
+        if _looks_like_path(path):
+            raise DataError("no such file", path=path)
+        yield from _nonempty(_datasets_rows(_load_with_datasets(path, name, split)), path)
+        return
+    if os.path.isdir(path):
+        raise DataError("is a directory, expected a data file", path=path)
+    if os.path.getsize(path) == 0:
+        raise DataError("is empty", path=path)
+    suffix = os.path.splitext(_strip_gz(path))[1].lower()
+    if suffix in JSON_SUFFIXES:
+        rows = None
+        first = _first_char(path)
+        if suffix == ".json" and (first == "[" or (first == "{" and field is not None)):
+            rows = _json_document(path, field)
+            if rows is None and first == "[":
+                rows = _json_lines(path)  # reports the malformed line
+        yield from _nonempty(iter(rows) if rows is not None else _json_lines(path), path)
+        return
+    if suffix not in DATASETS_BUILDERS:
+        raise DataError(f"unknown file type {suffix!r}; use JSON lines, JSON, parquet, csv or arrow",
+                        path=path)
+    yield from _nonempty(_datasets_rows(_load_with_datasets(path, name, split)), path)
+
+
+def _nonempty(rows: Iterator[Row], path: str) -> Iterator[Row]:
+    empty = True
+    for row in rows:
+        empty = False
+        yield row
+    if empty:
+        raise DataError("holds no records", path=path)

@@ -1,0 +1,113 @@
+"""The decoder: embeddings, a scan over identical layers, a final norm.
+
+`Decoder.__call__` returns final hidden states [B, L, D] in the compute dtype; the vocabulary
+projection is left to `lm_head.token_nll` (chunked, fp32 logsumexp) or `lm_head.logits`, so no
+caller ever needs the full [B, L, V] logits. Layer parameters are stacked along a leading
+`layers` axis (one compiled layer body, whatever the depth).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from forgetting_jax.models.config import ModelConfig
+from forgetting_jax.models.layers import (Attention, Mlp, _param, attention_mask, dtype_of, make_norm,
+                                          rotary_tables)
+
+Array = jax.Array
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class DecoderLayer(nn.Module):
+    """One block; pre-norm, post-norm (OLMo-2) or parallel residual (GPT-NeoX)."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], mask: Array):
+        c = self.config
+        attn, mlp = Attention(c, name="attn"), Mlp(c, name="mlp")
+        if c.post_norm:
+            h = x_BxLxD + make_norm(c, "post_attn_norm")(attn(x_BxLxD, cos_sin, mask))
+            out = h + make_norm(c, "post_mlp_norm")(mlp(h))
+        elif c.parallel_residual:
+            out = (x_BxLxD + attn(make_norm(c, "attn_norm")(x_BxLxD), cos_sin, mask)
+                   + mlp(make_norm(c, "mlp_norm")(x_BxLxD)))
+        else:
+            h = x_BxLxD + attn(make_norm(c, "attn_norm")(x_BxLxD), cos_sin, mask)
+            out = h + mlp(make_norm(c, "mlp_norm")(h))
+        out = nn.with_logical_constraint(out, ("activation_batch", "activation_length", "activation_embed"))
+        return out, None
+
+
+class Decoder(nn.Module):
+    """tokens [B, L] (+ positions, segment ids) -> final hidden states [B, L, D]."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens_BxL: Array, positions_BxL: Array | None = None,
+                 segment_ids_BxL: Array | None = None) -> Array:
+        c = self.config
+        if positions_BxL is None:
+            positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
+        if segment_ids_BxL is None:
+            segment_ids_BxL = jnp.ones_like(tokens_BxL)
+        embedding_VxD = _param(self, "embedding", (c.vocab_size, c.hidden_size), ("vocab", "embed"),
+                               nn.initializers.normal(stddev=1.0), c)
+        x_BxLxD = jnp.take(embedding_VxD, tokens_BxL, axis=0).astype(dtype_of(c.dtype))
+        x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("activation_batch", "activation_length", "activation_embed"))
+        cos_sin = rotary_tables(c, positions_BxL)
+        mask = attention_mask(segment_ids_BxL, positions_BxL, c.sliding_window)
+
+        layer = DecoderLayer
+        if c.remat_policy != "none":
+            layer = nn.remat(layer, prevent_cse=False, policy=REMAT_POLICIES[c.remat_policy])
+        layers = nn.scan(
+            layer,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(nn.broadcast, nn.broadcast),
+            length=c.num_layers,
+            unroll=c.scan_unroll,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )(c, name="layers")
+        x_BxLxD, _ = layers(x_BxLxD, cos_sin, mask)
+        x_BxLxD = make_norm(c, "final_norm")(x_BxLxD)
+        if not c.tie_embeddings:
+            _param(self, "lm_head", (c.hidden_size, c.vocab_size), ("embed", "vocab"),
+                   nn.initializers.normal(stddev=c.hidden_size ** -0.5), c)
+        return x_BxLxD
+
+
+def unembedding(params: dict, config: ModelConfig) -> Array:
+    """The output projection [D, V] (the transposed embedding when tied)."""
+    if config.tie_embeddings:
+        return params["embedding"].T
+    return params["lm_head"]
+
+
+def init_params(config: ModelConfig, rng: Array, length: int = 8):
+    """Random parameters (unboxed pytree) and their logical axis names (same tree of PartitionSpecs)."""
+    model = Decoder(config)
+    tokens = jnp.zeros((1, length), jnp.int32)
+    boxed = model.init(rng, tokens)["params"]
+    return nn.unbox(boxed), nn.get_partition_spec(boxed)
+
+
+def logical_axes(config: ModelConfig):
+    """The tree of logical PartitionSpecs of the parameters, without allocating them."""
+    boxed = jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))
+    return nn.get_partition_spec(boxed["params"])
+
+
+def param_shapes(config: ModelConfig):
+    """The tree of ShapeDtypeStructs of the parameters."""
+    boxed = jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))
+    return nn.unbox(boxed["params"])

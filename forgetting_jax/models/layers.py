@@ -1,0 +1,168 @@
+"""Building blocks of the decoder: norms, rotary embeddings, attention, MLP.
+
+Shapes: B batch, L length, D model width, N query heads, K key/value heads, H head dim, F MLP width.
+Every parameter is created with logical axis names (embed, heads, kv_heads, head_dim, mlp, vocab;
+the decoder adds layers) that a rule table maps onto a device mesh.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from forgetting_jax.models.config import ModelConfig
+
+Array = jax.Array
+
+
+def dtype_of(name: str):
+    return jnp.dtype(name)
+
+
+def _lead(p: Array, ndim: int) -> Array:
+    """Adds leading unit axes so that `p` broadcasts against an array of rank `ndim`."""
+    return p.reshape((1,) * (ndim - p.ndim) + p.shape)
+
+
+def _param(module: nn.Module, name: str, shape: tuple, axes: tuple, init, config: ModelConfig):
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype_of(config.param_dtype))
+
+
+class Norm(nn.Module):
+    """RMSNorm, LayerNorm with weight and bias, or OLMo's LayerNorm without either; fp32 inside.
+
+    Normalises over the trailing `len(features)` axes (OLMo-2's q/k norm spans every head).
+    """
+
+    config: ModelConfig
+    features: tuple[int, ...]
+    axes: tuple[str, ...]
+    kind: str = "rmsnorm"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        dtype = x.dtype
+        reduce = tuple(range(x.ndim - len(self.features), x.ndim))
+        x32 = x.astype(jnp.float32)
+        eps = self.config.norm_eps
+        if self.kind == "rmsnorm":
+            scale = _param(self, "scale", self.features, self.axes, nn.initializers.ones, self.config)
+            y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=reduce, keepdims=True) + eps)
+            return (_lead(scale.astype(jnp.float32), y.ndim) * y).astype(dtype)
+        mean = jnp.mean(x32, axis=reduce, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=reduce, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + eps)
+        if self.kind == "layernorm":
+            scale = _param(self, "scale", self.features, self.axes, nn.initializers.ones, self.config)
+            bias = _param(self, "bias", self.features, self.axes, nn.initializers.zeros, self.config)
+            y = y * _lead(scale.astype(jnp.float32), y.ndim) + _lead(bias.astype(jnp.float32), y.ndim)
+        return y.astype(dtype)
+
+
+def make_norm(config: ModelConfig, name: str) -> Norm:
+    return Norm(config, (config.hidden_size,), ("norm",), config.norm_kind, name=name)
+
+
+class Dense(nn.Module):
+    """x @ kernel (+ bias) over the trailing `len(in_features)` axes of x, in the compute dtype."""
+
+    config: ModelConfig
+    in_features: tuple[int, ...]
+    out_features: tuple[int, ...]
+    in_axes: tuple[str, ...]
+    out_axes: tuple[str, ...]
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        dtype = dtype_of(self.config.dtype)
+        fan_in = 1
+        for n in self.in_features:
+            fan_in *= n
+        init = nn.initializers.normal(stddev=fan_in ** -0.5)
+        kernel = _param(self, "kernel", self.in_features + self.out_features,
+                        self.in_axes + self.out_axes, init, self.config)
+        n_in = len(self.in_features)
+        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+        y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (contract, ((), ())))
+        if self.use_bias:
+            bias = _param(self, "bias", self.out_features, self.out_axes, nn.initializers.zeros, self.config)
+            y = y + _lead(bias.astype(dtype), y.ndim)
+        return y
+
+
+def rotary_tables(config: ModelConfig, positions_BxL: Array) -> tuple[Array, Array]:
+    """cos and sin [B, L, R] (R = rotary dims) in fp32, as transformers computes them."""
+    inv_freq = jnp.asarray(config.inv_freq())
+    freqs_BxLxR2 = positions_BxL.astype(jnp.float32)[..., None] * inv_freq[None, None, :]
+    emb_BxLxR = jnp.concatenate([freqs_BxLxR2, freqs_BxLxR2], axis=-1)
+    return jnp.cos(emb_BxLxR), jnp.sin(emb_BxLxR)
+
+
+def apply_rotary(x_BxLxNxH: Array, cos_BxLxR: Array, sin_BxLxR: Array) -> Array:
+    """Rotates the first R dims of every head (rotate-half convention); the rest pass through."""
+    dtype = x_BxLxNxH.dtype
+    rot = cos_BxLxR.shape[-1]
+    cos = cos_BxLxR.astype(dtype)[:, :, None, :]
+    sin = sin_BxLxR.astype(dtype)[:, :, None, :]
+    x_rot, x_pass = x_BxLxNxH[..., :rot], x_BxLxNxH[..., rot:]
+    half = rot // 2
+    rotated = jnp.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
+    out = x_rot * cos + rotated * sin
+    if x_pass.shape[-1]:
+        out = jnp.concatenate([out, x_pass], axis=-1)
+    return out.astype(dtype)
+
+
+def attention_mask(segment_ids_BxL: Array, positions_BxL: Array, sliding_window: int | None) -> Array:
+    """Boolean [B, 1, L, L]: causal, within one segment (padding, segment 0, sees only padding)."""
+    same = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
+    idx = jnp.arange(segment_ids_BxL.shape[1])
+    causal = idx[:, None] >= idx[None, :]
+    mask = same & causal[None]
+    if sliding_window is not None:
+        delta = positions_BxL[:, :, None] - positions_BxL[:, None, :]
+        mask = mask & (delta < sliding_window)
+    return mask[:, None]
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention with rotary embeddings and exact segment masks."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], mask_Bx1xLxL: Array) -> Array:
+        c = self.config
+        D, N, K, H = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+        q = Dense(c, (D,), (N, H), ("embed",), ("heads", "head_dim"), c.qkv_bias, name="q")(x_BxLxD)
+        k = Dense(c, (D,), (K, H), ("embed",), ("kv_heads", "head_dim"), c.qkv_bias, name="k")(x_BxLxD)
+        v = Dense(c, (D,), (K, H), ("embed",), ("kv_heads", "head_dim"), c.qkv_bias, name="v")(x_BxLxD)
+        if c.qk_norm:
+            q = Norm(c, (N, H), ("heads", "head_dim"), "rmsnorm", name="q_norm")(q)
+            k = Norm(c, (K, H), ("kv_heads", "head_dim"), "rmsnorm", name="k_norm")(k)
+        if c.clip_qkv is not None:
+            q, k, v = (jnp.clip(t, -c.clip_qkv, c.clip_qkv) for t in (q, k, v))
+        q = apply_rotary(q, *cos_sin)
+        k = apply_rotary(k, *cos_sin)
+        q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", None))
+        out_BxLxNxH = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxL, scale=H ** -0.5)
+        return Dense(c, (N, H), (D,), ("heads", "head_dim"), ("embed",), c.out_bias, name="o")(out_BxLxNxH)
+
+
+class Mlp(nn.Module):
+    """Gated SiLU MLP (down(silu(gate x) * up x)) or GELU MLP (GPT-NeoX)."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxLxD: Array) -> Array:
+        c = self.config
+        D, F = c.hidden_size, c.mlp_dim
+        up = Dense(c, (D,), (F,), ("embed",), ("mlp",), c.mlp_bias, name="up")(x_BxLxD)
+        if c.gated_mlp:
+            gate = Dense(c, (D,), (F,), ("embed",), ("mlp",), c.mlp_bias, name="gate")(x_BxLxD)
+            h = jax.nn.silu(gate) * up
+        else:
+            h = jax.nn.gelu(up, approximate=False)
+        h = nn.with_logical_constraint(h, ("activation_batch", "activation_length", "activation_mlp"))
+        return Dense(c, (F,), (D,), ("mlp",), ("embed",), c.mlp_bias, name="down")(h)

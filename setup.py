@@ -1,0 +1,36 @@
+"""Installs forgetting_jax and its `forgetting-jax` command."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="forgetting_jax",
+    version="0.1.0",
+    description=(
+        "Measure, predict and prevent language-model forgetting with low-rank "
+        "example associations, in JAX."
+    ),
+    python_requires=">=3.10",
+    packages=find_packages(include=["forgetting_jax", "forgetting_jax.*"]),
+    package_data={"forgetting_jax": ["resources/*", "resources/**/*"]},
+    include_package_data=True,
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.6",
+        "transformers>=4.45",
+        "datasets>=2.19",
+        "numpy>=1.26",
+        "absl-py>=2.0",
+        "ml_collections>=0.1.1",
+        "safetensors>=0.4",
+        "matplotlib>=3.7",
+        "scipy>=1.10",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "torch==2.13.0"],
+        "bench": ["torch==2.13.0", "scikit-surprise"],
+    },
+    entry_points={"console_scripts": ["forgetting-jax=forgetting_jax.cli:run"]},
+)
