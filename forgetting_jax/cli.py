@@ -43,6 +43,7 @@ def run(argv: list[str] | None = None) -> None:
             raise
         print(f"forgetting-jax: command {name!r} is not available in this build", file=sys.stderr)
         sys.exit(2)
-    from absl import app
+    from absl import app, flags
 
+    flags.FLAGS.unparse_flags()  # a second run in one process starts from the defaults again
     app.run(module.main, argv=[f"forgetting-jax {name}"] + argv[2:])

@@ -51,3 +51,27 @@ def torch_logits(model, tokens, attention_mask=None):
         ids = torch.as_tensor(tokens, dtype=torch.long)
         mask = None if attention_mask is None else torch.as_tensor(attention_mask, dtype=torch.long)
         return model(input_ids=ids, attention_mask=mask).logits.float().numpy()
+
+
+TOKENIZER_TEXT = [
+    "The quick brown fox jumps over the lazy dog.", "Forgetting is measured example by example.",
+    "def add(a, b):\n    return a + b", "Low-rank structure predicts which examples are forgotten.",
+    "What is 12 plus 30? 42.", "Replay the examples that are predicted to be forgotten.",
+]
+
+
+def make_tiny_tokenizer(out_dir: str, vocab_size: int = 300):
+    """A byte-level BPE tokenizer with BOS/EOS, trained on a few sentences, saved as a HF directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TOKENIZER_TEXT * 4, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<|bos|> $A", special_tokens=[("<|bos|>", 1)])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>",
+                                                pad_token="<|pad|>")
+    fast.save_pretrained(out_dir)
+    return fast

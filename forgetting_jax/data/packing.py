@@ -35,26 +35,37 @@ class PackedRows:
 
 
 def first_fit_decreasing(lengths: Sequence[int], row_length: int, max_segments: int) -> list[list[int]]:
-    """Assigns example indices to rows of capacity `row_length` (longest first, first fit).
+    """Assigns example indices to rows of capacity `row_length`: longest first, each into the first
+    row with room (and fewer than `max_segments` examples). O(N log N) through a max-tree over rows.
 
     Returns rows as lists of example indices. Raises ValueError for an example longer than a row.
     Deterministic: ties keep input order.
     """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    n_items = len(lengths)
+    order = sorted(range(n_items), key=lambda i: (-int(lengths[i]), i))
+    size = 1
+    while size < max(n_items, 1):
+        size *= 2
+    tree = [row_length] * (2 * size)  # tree[node] = most free space of any row below node
     rows: list[list[int]] = []
-    free: list[int] = []
     for i in order:
         n = int(lengths[i])
         if n > row_length:
             raise ValueError(f"example {i} has {n} tokens, more than the row length {row_length}")
-        for r, space in enumerate(free):
-            if space >= n and len(rows[r]) < max_segments:
-                rows[r].append(i)
-                free[r] -= n
-                break
-        else:
-            rows.append([i])
-            free.append(row_length - n)
+        node = 1
+        while node < size:
+            node = 2 * node if tree[2 * node] >= n else 2 * node + 1
+        r = node - size
+        if r == len(rows):
+            rows.append([])
+        rows[r].append(i)
+        tree[node] -= n
+        if len(rows[r]) >= max_segments:
+            tree[node] = -1
+        node //= 2
+        while node:
+            tree[node] = max(tree[2 * node], tree[2 * node + 1])
+            node //= 2
     return rows
 
 

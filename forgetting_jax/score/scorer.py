@@ -1,0 +1,193 @@
+"""Batched per-example mean NLL: examples packed into one fixed row shape, one compiled step.
+
+Examples (ids_T, mask_T) are packed longest-first into rows of `row_length` tokens with segment
+ids (attention never crosses examples), grouped `rows_per_batch` rows to a batch, and the last
+batch is padded with empty rows, so every call has the same shape and nothing recompiles after
+the first batch. The step returns per-(row, segment) sums of fp32 NLL and scored-token counts
+[R, S]; the host maps them back to examples. Batches are built on a host thread ahead of the
+device, and results are fetched one batch behind, so the device never waits on Python.
+"""
+
+import concurrent.futures
+import dataclasses
+import time
+from typing import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from forgetting_jax.data.packing import PackedRows, first_fit_decreasing, materialize_rows
+from forgetting_jax.models.config import ModelConfig
+from forgetting_jax.models.decoder import Decoder, unembedding
+from forgetting_jax.models.lm_head import token_nll
+
+Example = tuple[np.ndarray, np.ndarray]  # (ids_T int32, mask_T bool): mask_T[t] = token t is scored
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreShape:
+    """The one static batch shape of a scoring run."""
+
+    rows_per_batch: int
+    row_length: int
+    max_segments: int = 64
+    chunk_tokens: int = 8192  # tokens per vocabulary-projection chunk
+
+    @property
+    def num_chunks(self) -> int:
+        return max(1, (self.rows_per_batch * self.row_length) // self.chunk_tokens)
+
+
+def choose_shape(lengths: Sequence[int], max_length: int, tokens_per_batch: int = 16384,
+                 num_devices: int = 1, max_segments: int = 64, multiple: int = 64) -> ScoreShape:
+    """Row length: the longest example rounded up to `multiple` (at most max_length, rounded);
+    rows per batch: tokens_per_batch // row_length, a multiple of the device count."""
+    longest = max(lengths) if len(lengths) else 1
+    row_length = -(-min(longest, max_length) // multiple) * multiple
+    row_length = max(row_length, longest)
+    rows = max(1, tokens_per_batch // row_length)
+    needed = -(-int(sum(lengths)) // row_length) + 1  # a small input gets a small batch
+    rows = min(rows, needed)
+    rows = -(-rows // num_devices) * num_devices
+    return ScoreShape(rows, row_length, max_segments)
+
+
+def segment_sums(values_RxL: jax.Array, mask_RxL: jax.Array, segment_ids_RxL: jax.Array,
+                 max_segments: int) -> jax.Array:
+    """Sum of values where mask, per (row, segment): [R, S]; segment ids start at 1."""
+    R, L = values_RxL.shape
+    slot_RxL = jnp.arange(R)[:, None] * max_segments + (segment_ids_RxL - 1)
+    slot_RxL = jnp.where(mask_RxL & (segment_ids_RxL > 0), slot_RxL, R * max_segments)
+    sums = jax.ops.segment_sum(values_RxL.reshape(-1), slot_RxL.reshape(-1), num_segments=R * max_segments + 1)
+    return sums[:-1].reshape(R, max_segments)
+
+
+def make_score_step(config: ModelConfig, shape: ScoreShape) -> Callable:
+    """step(params, tokens, targets, loss_mask, segment_ids, positions) -> (nll_sum_RxS, count_RxS)."""
+    model = Decoder(config)
+
+    def step(params, tokens_RxL, targets_RxL, loss_mask_RxL, segment_ids_RxL, positions_RxL):
+        hidden_RxLxD = model.apply({"params": params}, tokens_RxL, positions_RxL, segment_ids_RxL)
+        nll_RxL = token_nll(hidden_RxLxD, unembedding(params, config), targets_RxL, shape.num_chunks)
+        nll_RxL = jnp.where(loss_mask_RxL, nll_RxL, 0.0)
+        nll_sum_RxS = segment_sums(nll_RxL, loss_mask_RxL, segment_ids_RxL, shape.max_segments)
+        count_RxS = segment_sums(loss_mask_RxL.astype(jnp.float32), loss_mask_RxL, segment_ids_RxL,
+                                 shape.max_segments)
+        return nll_sum_RxS, count_RxS
+
+    return step
+
+
+@dataclasses.dataclass
+class ScoreStats:
+    """What a scoring run did: for progress lines and benchmarks."""
+
+    examples: int = 0
+    real_tokens: int = 0  # tokens of examples (excluding padding)
+    slot_tokens: int = 0  # tokens the device processed (including padding)
+    batches: int = 0
+    seconds: float = 0.0
+
+    @property
+    def real_fraction(self) -> float:
+        return self.real_tokens / max(self.slot_tokens, 1)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.real_tokens / max(self.seconds, 1e-9)
+
+
+class Scorer:
+    """Scores lists of examples with one model; compiled once per ScoreShape and reused.
+
+    params: the parameter tree (numpy or jax arrays) in `config.param_dtype`.
+    mesh: optional; rows are split over its `data` axis, parameters are replicated.
+    """
+
+    def __init__(self, config: ModelConfig, params, mesh: Mesh | None = None):
+        self.config = config
+        self.mesh = mesh
+        dtype = jnp.dtype(config.param_dtype)
+        if mesh is not None:
+            replicated = NamedSharding(mesh, P())
+            self.params = jax.tree.map(lambda x: jax.device_put(jnp.asarray(x, dtype), replicated), params)
+            self._row_sharding = NamedSharding(mesh, P("data"))
+        else:
+            self.params = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+            self._row_sharding = None
+        self._steps: dict[ScoreShape, Callable] = {}
+
+    @property
+    def num_devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.shape["data"]
+
+    def compiled_step(self, shape: ScoreShape) -> Callable:
+        if shape not in self._steps:
+            kwargs = {}
+            if self._row_sharding is not None:
+                kwargs = dict(in_shardings=(None,) + (self._row_sharding,) * 5, out_shardings=self._row_sharding)
+            self._steps[shape] = jax.jit(make_score_step(self.config, shape), **kwargs)
+        return self._steps[shape]
+
+    def _batches(self, examples: Sequence[Example], shape: ScoreShape) -> Iterator[PackedRows]:
+        lengths = [len(ids) for ids, _ in examples]
+        rows = first_fit_decreasing(lengths, shape.row_length, shape.max_segments)
+        for start in range(0, len(rows), shape.rows_per_batch):
+            yield materialize_rows(examples, rows[start:start + shape.rows_per_batch], shape.row_length,
+                                   shape.max_segments, num_rows=shape.rows_per_batch)
+
+    def score(self, examples: Sequence[Example], shape: ScoreShape | None = None, max_length: int | None = None,
+              progress: Callable[[ScoreStats], None] | None = None) -> tuple[np.ndarray, np.ndarray, ScoreStats]:
+        """Mean NLL per scored token and scored-token counts, both [N] in input order.
+
+        An example with no scored token gets NaN and count 0.
+        """
+        n = len(examples)
+        if shape is None:
+            shape = choose_shape([len(ids) for ids, _ in examples],
+                                 max_length or max((len(ids) for ids, _ in examples), default=1),
+                                 num_devices=self.num_devices)
+        step = self.compiled_step(shape)
+        nll_sum = np.zeros(n, np.float64)
+        count = np.zeros(n, np.int64)
+        stats = ScoreStats()
+        start = time.perf_counter()
+
+        def collect(pending):
+            batch, (sums_RxS, counts_RxS) = pending
+            sums_RxS, counts_RxS = np.asarray(sums_RxS), np.asarray(counts_RxS)
+            held = batch.example_index >= 0
+            nll_sum[batch.example_index[held]] = sums_RxS[held]
+            count[batch.example_index[held]] = np.rint(counts_RxS[held]).astype(np.int64)
+            stats.examples += int(held.sum())
+            stats.real_tokens += batch.num_real_tokens
+            stats.slot_tokens += batch.tokens.size
+            stats.batches += 1
+            stats.seconds = time.perf_counter() - start
+            if progress is not None:
+                progress(stats)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            batches = self._batches(examples, shape)
+            next_batch = pool.submit(next, batches, None)
+            pending = None
+            while True:
+                batch = next_batch.result()
+                if batch is None:
+                    break
+                next_batch = pool.submit(next, batches, None)
+                arrays = (batch.tokens, batch.targets, batch.loss_mask, batch.segment_ids, batch.positions)
+                if self._row_sharding is not None:
+                    arrays = tuple(jax.device_put(a, self._row_sharding) for a in arrays)
+                outputs = step(self.params, *arrays)
+                if pending is not None:
+                    collect(pending)
+                pending = (batch, outputs)
+            if pending is not None:
+                collect(pending)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, nll_sum / np.maximum(count, 1), np.nan).astype(np.float32)
+        stats.seconds = time.perf_counter() - start
+        return mean, count.astype(np.int32), stats
