@@ -45,7 +45,7 @@ def main(argv):
     from forgetting_jax.models.config import ConfigError
     from forgetting_jax.models.hf_checkpoint import CheckpointError
     from forgetting_jax.models.loading import load_model, load_tokenizer
-    from forgetting_jax.score.scorer import Scorer, choose_shape
+    from forgetting_jax.score.scorer import Scorer
     from forgetting_jax.utils.io import write_npz
 
     try:
@@ -66,22 +66,21 @@ def main(argv):
                       f"({config.vocab_size}); is --tokenizer the model's tokenizer?")
 
     pairs = [e.pair for e in examples]
-    shape = choose_shape([len(p[0]) for p in pairs], _MAX_LENGTH.value, _TOKENS_PER_BATCH.value)
-    log.info("scoring %d examples (%d tokens) with %s %s in %s; batches of %d x %d tokens", len(pairs),
-             sum(len(p[0]) for p in pairs), config.family, f"{config.num_params / 1e6:.1f}M", _DTYPE.value,
-             shape.rows_per_batch, shape.row_length)
+    log.info("scoring %d examples (%d tokens) with a %s model of %.1fM parameters in %s", len(pairs),
+             sum(len(p[0]) for p in pairs), config.family, config.num_params / 1e6, _DTYPE.value)
     bar = progress_bar(len(pairs), "ex", "scoring")
 
     def progress(stats):
         bar.update(stats.examples - bar.n)
         bar.set_postfix(tok_s=f"{stats.tokens_per_second:,.0f}", real=f"{stats.real_fraction:.0%}")
 
-    nll, num_tokens, stats = Scorer(config, params).score(pairs, shape, progress=progress)
+    nll, num_tokens, stats = Scorer(config, params).score(pairs, tokens_per_batch=_TOKENS_PER_BATCH.value,
+                                                       progress=progress)
     bar.close()
     empty = int((num_tokens == 0).sum())
     if empty:
         log.warning("%d examples have no scored token; their nll is NaN", empty)
     write_npz(_OUTPUT.value, example_id=np.asarray(ids, dtype=str), nll=nll, num_tokens=num_tokens)
-    log.info("wrote %s: %d examples, mean nll %.4f, %.0f real tokens/s (%.0f%% of slots real) in %.1fs",
+    log.info("wrote %s: %d examples, mean nll %.4f; %.0f real tokens/s, %.0f%% of %d x %d slots real, %.1fs",
              _OUTPUT.value, len(ids), float(np.nanmean(nll)), stats.tokens_per_second, 100 * stats.real_fraction,
-             stats.seconds)
+             stats.shape.rows_per_batch, stats.shape.row_length, stats.seconds)

@@ -40,18 +40,22 @@ class ScoreShape:
         return max(1, (self.rows_per_batch * self.row_length) // self.chunk_tokens)
 
 
-def choose_shape(lengths: Sequence[int], max_length: int, tokens_per_batch: int = 16384,
-                 num_devices: int = 1, max_segments: int = 64, multiple: int = 64) -> ScoreShape:
-    """Row length: the longest example rounded up to `multiple` (at most max_length, rounded);
-    rows per batch: tokens_per_batch // row_length, a multiple of the device count."""
+def plan_batches(lengths: Sequence[int], max_length: int, tokens_per_batch: int = 16384, num_devices: int = 1,
+                 max_segments: int = 64, multiple: int = 64) -> tuple[ScoreShape, list[list[int]]]:
+    """The batch shape for these example lengths, and the packed rows (lists of example indices).
+
+    Row length: the longest example rounded up to `multiple` (and to at most max_length, rounded).
+    Rows per batch: at most tokens_per_batch // row_length, balanced so that the packed rows fill
+    the last batch as well as the others; a multiple of the device count.
+    """
     longest = max(lengths) if len(lengths) else 1
-    row_length = -(-min(longest, max_length) // multiple) * multiple
-    row_length = max(row_length, longest)
-    rows = max(1, tokens_per_batch // row_length)
-    needed = -(-int(sum(lengths)) // row_length) + 1  # a small input gets a small batch
-    rows = min(rows, needed)
-    rows = -(-rows // num_devices) * num_devices
-    return ScoreShape(rows, row_length, max_segments)
+    row_length = max(-(-min(longest, max_length) // multiple) * multiple, longest)
+    rows = first_fit_decreasing(lengths, row_length, max_segments)
+    most = max(1, tokens_per_batch // row_length)
+    num_batches = max(1, -(-len(rows) // most))
+    per_batch = max(1, -(-len(rows) // num_batches))
+    per_batch = -(-per_batch // num_devices) * num_devices
+    return ScoreShape(per_batch, row_length, max_segments), rows
 
 
 def segment_sums(values_RxL: jax.Array, mask_RxL: jax.Array, segment_ids_RxL: jax.Array,
@@ -84,6 +88,7 @@ def make_score_step(config: ModelConfig, shape: ScoreShape) -> Callable:
 class ScoreStats:
     """What a scoring run did: for progress lines and benchmarks."""
 
+    shape: ScoreShape | None = None
     examples: int = 0
     real_tokens: int = 0  # tokens of examples (excluding padding)
     slot_tokens: int = 0  # tokens the device processed (including padding)
@@ -131,28 +136,30 @@ class Scorer:
             self._steps[shape] = jax.jit(make_score_step(self.config, shape), **kwargs)
         return self._steps[shape]
 
-    def _batches(self, examples: Sequence[Example], shape: ScoreShape) -> Iterator[PackedRows]:
-        lengths = [len(ids) for ids, _ in examples]
-        rows = first_fit_decreasing(lengths, shape.row_length, shape.max_segments)
+    def _batches(self, examples: Sequence[Example], shape: ScoreShape, rows: list[list[int]]
+                 ) -> Iterator[PackedRows]:
         for start in range(0, len(rows), shape.rows_per_batch):
             yield materialize_rows(examples, rows[start:start + shape.rows_per_batch], shape.row_length,
                                    shape.max_segments, num_rows=shape.rows_per_batch)
 
-    def score(self, examples: Sequence[Example], shape: ScoreShape | None = None, max_length: int | None = None,
+    def score(self, examples: Sequence[Example], shape: ScoreShape | None = None, tokens_per_batch: int = 16384,
               progress: Callable[[ScoreStats], None] | None = None) -> tuple[np.ndarray, np.ndarray, ScoreStats]:
         """Mean NLL per scored token and scored-token counts, both [N] in input order.
 
-        An example with no scored token gets NaN and count 0.
+        shape: a fixed batch shape (the same shape across calls never recompiles); by default one
+        is planned from the examples' lengths and tokens_per_batch. An example with no scored
+        token gets NaN and count 0.
         """
         n = len(examples)
+        lengths = [len(ids) for ids, _ in examples]
         if shape is None:
-            shape = choose_shape([len(ids) for ids, _ in examples],
-                                 max_length or max((len(ids) for ids, _ in examples), default=1),
-                                 num_devices=self.num_devices)
+            shape, rows = plan_batches(lengths, max(lengths, default=1), tokens_per_batch, self.num_devices)
+        else:
+            rows = first_fit_decreasing(lengths, shape.row_length, shape.max_segments)
         step = self.compiled_step(shape)
         nll_sum = np.zeros(n, np.float64)
         count = np.zeros(n, np.int64)
-        stats = ScoreStats()
+        stats = ScoreStats(shape=shape)
         start = time.perf_counter()
 
         def collect(pending):
@@ -170,7 +177,7 @@ class Scorer:
                 progress(stats)
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            batches = self._batches(examples, shape)
+            batches = self._batches(examples, shape, rows)
             next_batch = pool.submit(next, batches, None)
             pending = None
             while True:
