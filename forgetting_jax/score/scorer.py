@@ -84,6 +84,28 @@ def make_score_step(config: ModelConfig, shape: ScoreShape) -> Callable:
     return step
 
 
+def make_embed_step(config: ModelConfig, shape: ScoreShape) -> Callable:
+    """step(params, tokens, targets, loss_mask, segment_ids, positions) -> (hidden_sum_RxSxD, count_RxS).
+
+    Sums of the final hidden states (fp32) over every token of each example, for mean pooling.
+    """
+    model = Decoder(config)
+
+    def step(params, tokens_RxL, targets_RxL, loss_mask_RxL, segment_ids_RxL, positions_RxL):
+        del targets_RxL, loss_mask_RxL
+        hidden_RxLxD = model.apply({"params": params}, tokens_RxL, positions_RxL, segment_ids_RxL)
+        real_RxL = segment_ids_RxL > 0
+        sums = jax.vmap(lambda h_RxL: segment_sums(h_RxL, real_RxL, segment_ids_RxL, shape.max_segments),
+                        in_axes=2, out_axes=2)(hidden_RxLxD.astype(jnp.float32))
+        count_RxS = segment_sums(real_RxL.astype(jnp.float32), real_RxL, segment_ids_RxL, shape.max_segments)
+        return sums, count_RxS
+
+    return step
+
+
+STEP_BUILDERS = {"nll": make_score_step, "embed": make_embed_step}
+
+
 @dataclasses.dataclass
 class ScoreStats:
     """What a scoring run did: for progress lines and benchmarks."""
@@ -128,13 +150,13 @@ class Scorer:
     def num_devices(self) -> int:
         return 1 if self.mesh is None else self.mesh.shape["data"]
 
-    def compiled_step(self, shape: ScoreShape) -> Callable:
-        if shape not in self._steps:
+    def compiled_step(self, shape: ScoreShape, kind: str = "nll") -> Callable:
+        if (shape, kind) not in self._steps:
             kwargs = {}
             if self._row_sharding is not None:
                 kwargs = dict(in_shardings=(None,) + (self._row_sharding,) * 5, out_shardings=self._row_sharding)
-            self._steps[shape] = jax.jit(make_score_step(self.config, shape), **kwargs)
-        return self._steps[shape]
+            self._steps[shape, kind] = jax.jit(STEP_BUILDERS[kind](self.config, shape), **kwargs)
+        return self._steps[shape, kind]
 
     def _batches(self, examples: Sequence[Example], shape: ScoreShape, rows: list[list[int]]
                  ) -> Iterator[PackedRows]:
@@ -142,32 +164,27 @@ class Scorer:
             yield materialize_rows(examples, rows[start:start + shape.rows_per_batch], shape.row_length,
                                    shape.max_segments, num_rows=shape.rows_per_batch)
 
-    def score(self, examples: Sequence[Example], shape: ScoreShape | None = None, tokens_per_batch: int = 16384,
-              progress: Callable[[ScoreStats], None] | None = None) -> tuple[np.ndarray, np.ndarray, ScoreStats]:
-        """Mean NLL per scored token and scored-token counts, both [N] in input order.
-
-        shape: a fixed batch shape (the same shape across calls never recompiles); by default one
-        is planned from the examples' lengths and tokens_per_batch. An example with no scored
-        token gets NaN and count 0.
-        """
-        n = len(examples)
+    def _run(self, kind: str, examples: Sequence[Example], shape: ScoreShape | None, tokens_per_batch: int,
+             progress: Callable[[ScoreStats], None] | None) -> tuple[list[np.ndarray], ScoreStats]:
+        """Runs the `kind` step over packed batches; returns its [R, S, ...] outputs gathered per
+        example ([N, ...] each, input order) and the run's statistics."""
         lengths = [len(ids) for ids, _ in examples]
         if shape is None:
             shape, rows = plan_batches(lengths, max(lengths, default=1), tokens_per_batch, self.num_devices)
         else:
             rows = first_fit_decreasing(lengths, shape.row_length, shape.max_segments)
-        step = self.compiled_step(shape)
-        nll_sum = np.zeros(n, np.float64)
-        count = np.zeros(n, np.int64)
+        step = self.compiled_step(shape, kind)
+        gathered: list[np.ndarray] = []
         stats = ScoreStats(shape=shape)
         start = time.perf_counter()
 
-        def collect(pending):
-            batch, (sums_RxS, counts_RxS) = pending
-            sums_RxS, counts_RxS = np.asarray(sums_RxS), np.asarray(counts_RxS)
+        def collect(batch: PackedRows, outputs) -> None:
             held = batch.example_index >= 0
-            nll_sum[batch.example_index[held]] = sums_RxS[held]
-            count[batch.example_index[held]] = np.rint(counts_RxS[held]).astype(np.int64)
+            for k, out in enumerate(outputs):
+                out = np.asarray(out)
+                if len(gathered) <= k:
+                    gathered.append(np.zeros((len(examples),) + out.shape[2:], np.float64))
+                gathered[k][batch.example_index[held]] = out[held]
             stats.examples += int(held.sum())
             stats.real_tokens += batch.num_real_tokens
             stats.slot_tokens += batch.tokens.size
@@ -180,21 +197,40 @@ class Scorer:
             batches = self._batches(examples, shape, rows)
             next_batch = pool.submit(next, batches, None)
             pending = None
-            while True:
-                batch = next_batch.result()
-                if batch is None:
-                    break
+            while (batch := next_batch.result()) is not None:
                 next_batch = pool.submit(next, batches, None)
                 arrays = (batch.tokens, batch.targets, batch.loss_mask, batch.segment_ids, batch.positions)
                 if self._row_sharding is not None:
                     arrays = tuple(jax.device_put(a, self._row_sharding) for a in arrays)
-                outputs = step(self.params, *arrays)
+                outputs = step(self.params, *arrays)  # dispatched asynchronously
                 if pending is not None:
-                    collect(pending)
+                    collect(*pending)  # the previous batch's results, while this one runs
                 pending = (batch, outputs)
             if pending is not None:
-                collect(pending)
+                collect(*pending)
+        stats.seconds = time.perf_counter() - start
+        return gathered, stats
+
+    def score(self, examples: Sequence[Example], shape: ScoreShape | None = None, tokens_per_batch: int = 16384,
+              progress: Callable[[ScoreStats], None] | None = None) -> tuple[np.ndarray, np.ndarray, ScoreStats]:
+        """Mean NLL per scored token (float32 [N]) and scored-token counts (int32 [N]), input order.
+
+        shape: a fixed batch shape (the same shape across calls never recompiles); by default one
+        is planned from the examples' lengths and tokens_per_batch. An example with no scored
+        token gets NaN and count 0.
+        """
+        if not len(examples):
+            return np.zeros(0, np.float32), np.zeros(0, np.int32), ScoreStats(shape=shape)
+        (nll_sum, count), stats = self._run("nll", examples, shape, tokens_per_batch, progress)
+        count = np.rint(count).astype(np.int32)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(count > 0, nll_sum / np.maximum(count, 1), np.nan).astype(np.float32)
-        stats.seconds = time.perf_counter() - start
-        return mean, count.astype(np.int32), stats
+        return mean, count, stats
+
+    def embed(self, examples: Sequence[Example], shape: ScoreShape | None = None, tokens_per_batch: int = 16384,
+              progress: Callable[[ScoreStats], None] | None = None) -> tuple[np.ndarray, ScoreStats]:
+        """Mean final hidden state of each example's tokens, float32 [N, D], input order."""
+        if not len(examples):
+            return np.zeros((0, self.config.hidden_size), np.float32), ScoreStats(shape=shape)
+        (hidden_sum, count), stats = self._run("embed", examples, shape, tokens_per_batch, progress)
+        return (hidden_sum / np.maximum(count, 1)[:, None]).astype(np.float32), stats

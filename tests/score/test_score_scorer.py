@@ -85,3 +85,12 @@ def test_bf16_scores_close_to_fp32(params):
     bf16_config = CONFIG.replace(param_dtype="bfloat16", dtype="bfloat16")
     bf16, _, _ = Scorer(bf16_config, params).score(examples)
     np.testing.assert_allclose(bf16, fp32, rtol=0.03)
+
+
+def test_embed_is_the_mean_hidden_state_of_each_example(params):
+    examples = random_examples(5, 9)
+    embeddings, _ = Scorer(CONFIG, params).embed(examples, ScoreShape(rows_per_batch=2, row_length=64,
+                                                                         max_segments=4))
+    for (ids, _), got in zip(examples, embeddings):
+        hidden = Decoder(CONFIG).apply({"params": params}, jnp.asarray(ids)[None])[0]
+        np.testing.assert_allclose(got, np.asarray(hidden).mean(0), atol=1e-5)
