@@ -40,17 +40,28 @@ def _open_binary(path: str):
 
 
 def _first_char(path: str) -> str:
-    with _open_binary(path) as f:
-        while True:
-            block = f.read(4096)
-            if not block:
-                return ""
-            text = block.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-            if text:
-                return text[0]
+    """The first non-blank character of a text file ("" if none)."""
+    try:
+        with _open_binary(path) as f:
+            while True:
+                block = f.read(4096)
+                if not block:
+                    return ""
+                text = block.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+                if text:
+                    return text[0]
+    except (OSError, EOFError) as err:  # a corrupt or truncated .gz file
+        raise DataError(f"cannot be read: {type(err).__name__}: {err}", path=path) from None
 
 
 def _json_lines(path: str) -> Iterator[Row]:
+    try:
+        yield from _json_lines_unchecked(path)
+    except (OSError, EOFError) as err:  # a corrupt or truncated .gz file
+        raise DataError(f"cannot be read: {type(err).__name__}: {err}", path=path) from None
+
+
+def _json_lines_unchecked(path: str) -> Iterator[Row]:
     index = 0
     with _open_binary(path) as f:
         for number, raw in enumerate(f, start=1):

@@ -45,14 +45,14 @@ def chunk_text(tokenizer, text: str, max_length: int) -> list[str]:
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
     if budget < 1:
         raise ValueError(f"max_length {max_length} leaves no room for text after special tokens")
-    if len(_input_ids(tokenizer, text)) <= max_length:
-        return [text]
     offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    if len(offsets) <= budget:
+        return [text]
     starts = [start for start, end in offsets]
     pieces: list[str] = []
     first = 0  # token index where the next piece starts
     while first < len(offsets):
-        begin = 0 if not pieces else starts[first]
+        begin = 0 if first == 0 else starts[first]
         window = budget
         while True:
             stop = first + window

@@ -149,7 +149,11 @@ def convert_rows(
     if skipped:
         sidecar = skipped_path or default_sidecar(path)
         if sidecar:
-            write_text(sidecar, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped))
+            try:
+                write_text(sidecar, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped))
+            except OSError as err:
+                log.warning("could not write the list of skipped records to %s: %s", sidecar, err)
+                sidecar = None
         log.warning("skipped %d of %d records of %s (bad or duplicate); list: %s",
                     len(skipped), total, path, sidecar or "not written")
     if not records:
