@@ -104,6 +104,20 @@ def make_embed_step(config: ModelConfig, shape: ScoreShape) -> Callable:
 
 
 STEP_BUILDERS = {"nll": make_score_step, "embed": make_embed_step}
+_COMPILED: dict[tuple, Callable] = {}  # (config, shape, kind, mesh) -> jitted step, shared by Scorers
+
+
+def compiled_step(config: ModelConfig, shape: ScoreShape, kind: str = "nll", mesh: Mesh | None = None) -> Callable:
+    """The jitted step for this model config and batch shape; one per process, whatever the weights,
+    so scoring M fine-tuned models of one architecture compiles once."""
+    key = (config, shape, kind, mesh)
+    if key not in _COMPILED:
+        kwargs = {}
+        if mesh is not None:
+            rows = NamedSharding(mesh, P("data"))
+            kwargs = dict(in_shardings=(NamedSharding(mesh, P()),) + (rows,) * 5, out_shardings=rows)
+        _COMPILED[key] = jax.jit(STEP_BUILDERS[kind](config, shape), **kwargs)
+    return _COMPILED[key]
 
 
 @dataclasses.dataclass
@@ -127,7 +141,8 @@ class ScoreStats:
 
 
 class Scorer:
-    """Scores lists of examples with one model; compiled once per ScoreShape and reused.
+    """Scores lists of examples with one model's weights; steps are compiled once per
+    (config, shape) and shared by every Scorer.
 
     params: the parameter tree (numpy or jax arrays) in `config.param_dtype`.
     mesh: optional; rows are split over its `data` axis, parameters are replicated.
@@ -144,19 +159,13 @@ class Scorer:
         else:
             self.params = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
             self._row_sharding = None
-        self._steps: dict[ScoreShape, Callable] = {}
 
     @property
     def num_devices(self) -> int:
         return 1 if self.mesh is None else self.mesh.shape["data"]
 
     def compiled_step(self, shape: ScoreShape, kind: str = "nll") -> Callable:
-        if (shape, kind) not in self._steps:
-            kwargs = {}
-            if self._row_sharding is not None:
-                kwargs = dict(in_shardings=(None,) + (self._row_sharding,) * 5, out_shardings=self._row_sharding)
-            self._steps[shape, kind] = jax.jit(STEP_BUILDERS[kind](self.config, shape), **kwargs)
-        return self._steps[shape, kind]
+        return compiled_step(self.config, shape, kind, self.mesh)
 
     def _batches(self, examples: Sequence[Example], shape: ScoreShape, rows: list[list[int]]
                  ) -> Iterator[PackedRows]:

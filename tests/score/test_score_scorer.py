@@ -54,10 +54,11 @@ def test_matches_one_at_a_time_reference(params):
     assert stats.examples == len(examples) and stats.batches > 1
 
 
-def test_compiles_once_for_many_batches_and_datasets(params):
-    scorer = Scorer(CONFIG, params)
+def test_compiles_once_for_many_batches_datasets_and_weights(params):
     shape = ScoreShape(rows_per_batch=2, row_length=48, max_segments=8)
-    scorer.score(random_examples(1, 30), shape)
+    Scorer(CONFIG, params).score(random_examples(1, 30), shape)
+    other_weights = jax.tree.map(lambda x: x * 0.5, params)
+    scorer = Scorer(CONFIG, other_weights)
     scorer.score(random_examples(2, 11), shape)
     assert scorer.compiled_step(shape)._cache_size() == 1
 
