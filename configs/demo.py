@@ -1,0 +1,26 @@
+"""The offline demo: a tiny Llama-style model pre-trained on the bundled corpus, then fine-tuned on
+24 tasks of the bundled task suite; sized so the whole pipeline runs in minutes on a laptop CPU.
+
+  forgetting-jax pretrain --config=configs/demo.py --workdir=W
+  forgetting-jax finetune --config=configs/demo.py --workdir=W --task=add
+
+Pre-training: 2 layers, width 128, the demo tokenizer's 4096 tokens; packed rows of 256 tokens.
+Fine-tuning keeps the paper's recipe where it costs nothing (full fine-tuning, 8 examples per
+step, warm-up then linear decay, loss on responses, best step by validation loss) and shortens
+what a tiny model on a CPU cannot afford (50 steps; a learning rate suited to a small model).
+"""
+
+from forgetting_jax.train.settings import DEMO_TASKS, default_config
+
+def get_config():
+    config = default_config()
+    config.name = "demo"
+    config.model.update(dict(base="pretrain", family="llama", hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
+                             head_dim=32, mlp_dim=512, max_position_embeddings=512, dtype="bfloat16"))
+    config.mesh.update(dict(data=-1, num_devices=1))
+    config.data.update(dict(source="demo", tasks=DEMO_TASKS, max_length=128))
+    config.train.update(dict(lr=3e-4, steps=50, warmup_steps=5, batch_size=8, row_length=128, micro_rows=2,
+                             eval_every=10, eval_rows=16, log_every=10))
+    config.pretrain.update(dict(lr=3e-3, steps=200, warmup_steps=20, batch_size=16, micro_rows=16, row_length=256,
+                                weight_decay=0.01, eval_every=0, log_every=20))
+    return config

@@ -1,0 +1,23 @@
+"""OLMo-1B fine-tuned on FLAN tasks, forgetting measured on Dolma (the paper's main setting).
+
+  forgetting-jax finetune --config=configs/olmo_1b_dolma_flan.py --workdir=W --task=NAME \\
+      --config.model.hf_dir=/models/OLMo-1B-hf --config.data.train_path=/data/flan/{task}.jsonl
+
+model.hf_dir: an HF directory of allenai/OLMo-1B-hf (safetensors). data.train_path: FLAN records
+(`inputs`, `targets`), one file per task ({task} in the path) or one file with a `task` field.
+Recipe (paper, final version): full fine-tuning, lr 2e-6, 1000 steps, 8 examples per step, the
+last 1024 tokens of each example, 10 warm-up steps then linear decay, bf16 compute with fp32
+master weights, loss on response tokens, the best step by validation loss.
+"""
+
+from forgetting_jax.train.settings import default_config
+
+
+def get_config():
+    config = default_config()
+    config.name = "olmo_1b_dolma_flan"
+    config.mesh.update(dict(data=-1, fsdp=1, tensor=1))
+    config.data.update(dict(source="files", reader="flan", train_path="data/flan/{task}.jsonl",
+                            validation_fraction=0.1, max_validation=100, max_length=1024))
+    config.train.update(dict(row_length=1024, micro_rows=1, eval_every=100, export_dtype="bfloat16"))
+    return config

@@ -1,0 +1,22 @@
+"""OLMo-7B fine-tuned on FLAN tasks, forgetting measured on Dolma.
+
+  forgetting-jax finetune --config=configs/olmo_7b_dolma_flan.py --workdir=W --task=NAME \\
+      --config.model.hf_dir=/models/OLMo-7B-hf --config.data.train_path=/data/flan/{task}.jsonl
+
+Parameters, gradients and Adam state (fp32) are split over all devices (fsdp = -1); layer
+activations are rematerialised except for matrix products (remat_policy dots). Recipe as in
+olmo_1b_dolma_flan.
+"""
+
+from forgetting_jax.train.settings import default_config
+
+
+def get_config():
+    config = default_config()
+    config.name = "olmo_7b_dolma_flan"
+    config.model.update(dict(remat_policy="dots_no_batch"))
+    config.mesh.update(dict(data=1, fsdp=-1, tensor=1))
+    config.data.update(dict(source="files", reader="flan", train_path="data/flan/{task}.jsonl",
+                            validation_fraction=0.1, max_validation=100, max_length=1024))
+    config.train.update(dict(row_length=1024, micro_rows=1, eval_every=100, export_dtype="bfloat16"))
+    return config

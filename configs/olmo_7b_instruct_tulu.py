@@ -1,0 +1,21 @@
+"""OLMo-7B-Instruct fine-tuned on new instruction tasks (Dolly categories by default; MMLU, BBH or
+TruthfulQA with data.reader), forgetting measured on Tulu-v2 examples.
+
+  forgetting-jax finetune --config=configs/olmo_7b_instruct_tulu.py --workdir=W --task=open_qa \\
+      --config.model.hf_dir=/models/OLMo-7B-Instruct-hf --config.data.train_path=/data/dolly.jsonl
+
+Recipe: as the base models, but 100 steps (the paper's setting for the instruct model).
+"""
+
+from forgetting_jax.train.settings import default_config
+
+
+def get_config():
+    config = default_config()
+    config.name = "olmo_7b_instruct_tulu"
+    config.model.update(dict(remat_policy="dots_no_batch"))
+    config.mesh.update(dict(data=1, fsdp=-1, tensor=1))
+    config.data.update(dict(source="files", reader="dolly", train_path="data/dolly.jsonl",
+                            validation_fraction=0.1, max_validation=100, max_length=1024))
+    config.train.update(dict(steps=100, row_length=1024, micro_rows=1, eval_every=10, export_dtype="bfloat16"))
+    return config

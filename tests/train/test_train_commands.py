@@ -1,0 +1,99 @@
+"""`forgetting-jax pretrain` and `finetune` on the demo config and on a random-weight HF directory."""
+
+import os
+import sys
+
+import pytest
+from absl import logging as absl_logging
+
+from forgetting_jax import cli
+from forgetting_jax.models.loading import load_model
+from train_helpers import ARCH, DEMO_CONFIG, PRETRAIN, TRAIN, flags, make_hf_base
+
+TINY = [f"--config={DEMO_CONFIG}", "--config.mesh.num_devices=1"] + flags("model", ARCH) + flags(
+    "train", TRAIN) + flags("pretrain", PRETRAIN)
+
+
+def setup_module():
+    # absl's handler holds the stderr of when absl was imported (pytest's capture); the commands'
+    # logging setup closes it, which must not close pytest's capture file.
+    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
+
+
+def run_cli(*args):
+    argv = ["forgetting-jax", *args]
+    saved, sys.argv = sys.argv, argv  # ml_collections reads --config.* overrides from sys.argv
+    try:
+        cli.run(argv)
+    except SystemExit as exit_:
+        return exit_.code or 0
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def printed_dir(capsys):
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_pretrain_then_finetune_on_the_demo_config(tmp_path, capsys):
+    workdir = str(tmp_path / "w")
+    assert run_cli("pretrain", *TINY, f"--workdir={workdir}") == 0
+    base_dir = printed_dir(capsys)
+    assert base_dir.startswith(os.path.join(workdir, "base")) and os.path.isfile(os.path.join(base_dir, "config.json"))
+    config, _ = load_model(base_dir)
+    assert config.vocab_size == 4096 and config.hidden_size == 32
+
+    assert run_cli("finetune", *TINY, f"--workdir={workdir}", "--task=add") == 0
+    model_dir = printed_dir(capsys)
+    assert model_dir.startswith(os.path.join(workdir, "tasks", "add"))
+    assert os.path.isfile(os.path.join(os.path.dirname(model_dir), "metrics.jsonl"))
+    assert len(os.listdir(os.path.join(workdir, "base"))) == 1  # the finished base was reused
+
+
+def test_both_commands_on_a_random_weight_hf_directory(tmp_path, capsys):
+    hf_dir = make_hf_base(str(tmp_path / "hf"))
+    workdir = str(tmp_path / "w")
+    assert run_cli("finetune", *TINY, f"--workdir={workdir}", "--task=add", "--config.model.base=hf",
+                   f"--config.model.hf_dir={hf_dir}") == 0
+    assert load_model(printed_dir(capsys))[0].num_kv_heads == 2
+    # Continued pre-training of the HF model on the demo corpus.
+    assert run_cli("pretrain", *TINY, f"--workdir={workdir}", f"--config.model.hf_dir={hf_dir}") == 0
+    assert os.path.isfile(os.path.join(printed_dir(capsys), "model.safetensors"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task=add"], "--workdir is required"),
+    (["--workdir=/tmp/x"], "--task is required"),
+])
+def test_finetune_reports_missing_flags(args, message, capsys):
+    assert run_cli("finetune", f"--config={DEMO_CONFIG}", *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_config_that_imports_its_base_needs_hf_dir(tmp_path, capsys):
+    config = os.path.join(os.path.dirname(DEMO_CONFIG), "olmo_1b_dolma_flan.py")
+    assert run_cli("finetune", f"--config={config}", f"--workdir={tmp_path}", "--task=x") == 1
+    assert "--config.model.hf_dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["demo", "olmo_1b_dolma_flan", "olmo_7b_dolma_flan", "olmo_7b_instruct_tulu",
+                                  "pythia_1b_pile", "single_gpu_debug"])
+def test_configs_load_and_keep_the_paper_recipe(name):
+    import importlib.util
+
+    from forgetting_jax.train.loop import step_settings
+    from forgetting_jax.train.mesh import make_mesh
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(DEMO_CONFIG), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    tc = config.train
+    assert (tc.method, tc.batch_size, tc.batching, tc.warmup_steps) == ("full", 8, "examples", 10 if name != "demo" else 5)
+    assert (tc.lora.rank, tc.lora.alpha, tc.lora.dropout, tc.lora.lr) == (64, 16.0, 0.1, 1e-4)
+    if name not in ("demo", "single_gpu_debug"):
+        assert (tc.lr, config.data.max_length, tc.row_length) == (2e-6, 1024, 1024)
+        assert tc.steps == (100 if name == "olmo_7b_instruct_tulu" else 1000)
+    step, batch = step_settings(tc, make_mesh(config.mesh))
+    assert step.micro_batches * step.micro_rows >= tc.batch_size
