@@ -23,4 +23,5 @@ def get_config():
                              eval_every=10, eval_rows=16, log_every=10))
     config.pretrain.update(dict(lr=3e-3, steps=200, warmup_steps=20, batch_size=16, micro_rows=16, row_length=256,
                                 weight_decay=0.01, eval_every=0, log_every=20))
+    config.matrix.update(dict(upstream="demo", num_upstream=2000, max_length=128))
     return config

@@ -20,4 +20,5 @@ def get_config():
                              eval_every=20, eval_rows=16, log_every=10))
     config.pretrain.update(dict(lr=1e-3, steps=500, warmup_steps=50, batch_size=32, micro_rows=32, row_length=512,
                                 weight_decay=0.01, log_every=50))
+    config.matrix.update(dict(upstream="demo", num_upstream=500, max_length=256))
     return config

@@ -45,5 +45,12 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(2)
     from absl import app, flags
 
+    command_argv = [f"forgetting-jax {name}"] + argv[2:]
+    saved_argv, sys.argv = sys.argv, command_argv  # ml_collections reads --config.* overrides here
     flags.FLAGS.unparse_flags()  # a second run in one process starts from the defaults again
-    app.run(module.main, argv=[f"forgetting-jax {name}"] + argv[2:])
+    try:
+        app.run(module.main, argv=command_argv)
+    finally:
+        sys.argv = saved_argv
+        for flag_name in [n for n in flags.FLAGS if n.startswith("config.")]:
+            delattr(flags.FLAGS, flag_name)  # defined by this run's overrides; the next run redefines them

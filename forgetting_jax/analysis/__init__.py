@@ -1,1 +1,1 @@
-
+"""Low-rank analysis of forgetting matrices: NaN-aware fits, statistics and figures."""

@@ -15,9 +15,43 @@ def fail(command: str, message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def define_experiment_flags() -> None:
+    """--config (an ml_collections config file) and --workdir, shared by the experiment commands;
+    defined once per process, whichever command is imported first."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    if "config" not in flags.FLAGS:
+        config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py); override fields with "
+                                        "--config.section.field=value.", lock_config=True)
+    if "workdir" not in flags.FLAGS:
+        flags.DEFINE_string("workdir", None, "Workspace directory (see WORKSPACE.md).")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record (robust to redirection)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
-                        force=True)
+    """INFO lines of this package on stderr, `HH:MM:SS LEVEL message`; noisy libraries quieter."""
+    package = logging.getLogger("forgetting_jax")
+    package.setLevel(logging.INFO)
+    if not any(isinstance(h, _StderrHandler) for h in package.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+        package.addHandler(handler)
+        package.propagate = False
     for noisy in ("absl", "jax._src", "datasets", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

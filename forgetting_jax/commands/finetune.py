@@ -12,37 +12,17 @@ same fingerprint is reused; an interrupted one resumes.
 import logging
 
 from absl import flags
-from ml_collections import config_flags
 
-from forgetting_jax.commands.common import fail, setup_logging
+from forgetting_jax.commands.common import define_experiment_flags, fail, setup_logging
 
-# Shared with the other training commands; defined once per process, whichever is imported first.
-if "config" not in flags.FLAGS:
-    config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py); override fields with "
-                                    "--config.section.field=value.", lock_config=True)
-if "workdir" not in flags.FLAGS:
-    flags.DEFINE_string("workdir", None, "Workspace directory.")
+define_experiment_flags()
 FLAGS = flags.FLAGS
 _TASK = flags.DEFINE_string("task", None, "The task to fine-tune on.")
 
 log = logging.getLogger("forgetting_jax.finetune")
 
 
-def _forget_config_overrides() -> None:
-    """Drops the --config.* flags that parsing this run defined, so that another run in the same
-    process (`cli.run` called again) can define them anew."""
-    for flag_name in [n for n in FLAGS if n.startswith("config.")]:
-        delattr(FLAGS, flag_name)
-
-
 def main(argv):
-    try:
-        _main(argv)
-    finally:
-        _forget_config_overrides()
-
-
-def _main(argv):
     if len(argv) > 1:
         fail("finetune", f"unexpected arguments: {' '.join(argv[1:])}", 2)
     if FLAGS.config is None:

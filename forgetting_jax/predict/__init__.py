@@ -1,1 +1,2 @@
-
+"""Forgetting prediction: complete an unseen task's row from k observed entries, and the paper's
+evaluation protocol with its baselines."""

@@ -59,6 +59,36 @@ def _read_task_records(data: Any, path: str, task: str) -> list[dict]:
     return chosen
 
 
+def discover_tasks(data: Any) -> list[str]:
+    """The tasks present in config.data when data.tasks does not list them: the files matching a
+    `{task}` path, or the distinct task labels of one file's records; sorted."""
+    if data.source == "demo":
+        from forgetting_jax.data.demo.tasks import task_names
+
+        return list(task_names())
+    path = data.train_path
+    if not path:
+        raise ValueError("data.tasks is empty and data.train_path is not set: no tasks to run")
+    if "{task}" in path:
+        import glob
+        import re
+
+        prefix, suffix = path.split("{task}", 1)
+        pattern = re.compile(re.escape(prefix) + "(.+)" + re.escape(suffix) + "$")
+        found = [pattern.match(p) for p in glob.glob(prefix + "*" + suffix)]
+        tasks = sorted(m.group(1) for m in found if m)
+    else:
+        from forgetting_jax.data.sources import READERS
+
+        reader = READERS.get(data.reader)
+        if reader is None or data.reader == "upstream":
+            raise ValueError(f"data.tasks is empty and data.reader {data.reader!r} has no task labels")
+        tasks = sorted({r.get("task", "") for r in reader(path, skip_bad=data.skip_bad)} - {""})
+    if not tasks:
+        raise ValueError(f"{path}: no tasks found (set data.tasks)")
+    return tasks
+
+
 def task_examples(data: Any, task: str, tokenizer) -> dict[str, list[Example]]:
     """{"train": [...], "validation": [...]} Examples of one task (see the module docstring)."""
     if data.source == "demo":

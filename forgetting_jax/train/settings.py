@@ -25,6 +25,7 @@ data      source          demo | files   (see train/inputs.py)
           reader, train_path, validation_path, validation_fraction, max_validation, max_train,
           reader_kwargs, skip_bad, seed, max_length (tokens kept per example: the last ones)
 train     fine-tuning (`forgetting-jax finetune`); see `train_defaults`
+matrix    the upstream examples and how they are scored (see matrix/settings.py)
 pretrain  pre-training (`forgetting-jax pretrain`): train_defaults plus corpus, max_examples,
           validation_fraction, max_validation
 """
@@ -32,6 +33,7 @@ pretrain  pre-training (`forgetting-jax pretrain`): train_defaults plus corpus, 
 from ml_collections import ConfigDict
 from ml_collections.config_dict import placeholder
 
+from forgetting_jax.matrix.settings import matrix_defaults
 from forgetting_jax.train.lora import TARGETS
 
 # The 24 demo tasks the demo experiment fine-tunes on (of the suite's 33; `data.demo.tasks`).
@@ -91,6 +93,7 @@ def default_config() -> ConfigDict:
         source="demo", tasks=(), reader="flan", train_path="", validation_path="", validation_fraction=0.1,
         max_validation=200, max_train=0, reader_kwargs=ConfigDict(), skip_bad=False, seed=0, max_length=1024,
     ))
+    config.matrix = matrix_defaults()
     config.train = train_defaults()
     config.pretrain = train_defaults()
     config.pretrain.update(dict(

@@ -1,0 +1,92 @@
+"""Figures of a forgetting matrix (matplotlib, Agg backend). Each function returns a Figure."""
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+MAX_HEATMAP_COLUMNS = 2000
+
+
+def heatmap(z_MxN: np.ndarray, tasks: Sequence[str]) -> plt.Figure:
+    """Z with rows and columns ordered by their means (columns evenly subsampled if wide)."""
+    row_mean, col_mean = _means(z_MxN)
+    row_order = np.argsort(np.where(np.isfinite(row_mean), row_mean, -np.inf))[::-1]
+    col_order = np.argsort(np.where(np.isfinite(col_mean), col_mean, -np.inf))[::-1]
+    if col_order.shape[0] > MAX_HEATMAP_COLUMNS:
+        col_order = col_order[np.linspace(0, col_order.shape[0] - 1,
+                                          MAX_HEATMAP_COLUMNS).astype(int)]
+    shown = z_MxN[:, col_order][row_order]
+    lim = float(np.nanpercentile(np.abs(shown), 99)) or 1.0
+    m = len(tasks)
+    fig, ax = plt.subplots(figsize=(10, max(3.0, min(12.0, 0.18 * m + 1.5))))
+    im = ax.imshow(shown, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                   interpolation="nearest")
+    ax.set_xlabel(f"upstream examples, by mean forgetting ({shown.shape[1]} of "
+                  f"{z_MxN.shape[1]} shown)")
+    ax.set_ylabel("tasks, by mean forgetting")
+    if m <= 80:
+        ax.set_yticks(range(m))
+        ax.set_yticklabels([str(tasks[i]) for i in row_order], fontsize=6)
+    fig.colorbar(im, ax=ax, label="forgetting (NLL increase)")
+    fig.tight_layout()
+    return fig
+
+
+def r2_by_rank(r2_K: np.ndarray, additive: float, multiplicative: float) -> plt.Figure:
+    """R^2 of rank-1..K truncated SVD beside the additive and multiplicative fits."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ranks = np.arange(1, len(r2_K) + 1)
+    ax.plot(ranks, r2_K, "o-", label="rank-k SVD")
+    ax.axhline(additive, color="tab:green", ls="--", label=f"additive ({additive:.3f})")
+    ax.axhline(multiplicative, color="tab:red", ls=":",
+               label=f"multiplicative ({multiplicative:.3f})")
+    ax.set_xlabel("rank k")
+    ax.set_ylabel("R$^2$")
+    ax.set_xticks(ranks)
+    ax.set_ylim(min(0.0, float(np.min(r2_K)), additive, multiplicative), 1.0)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def components(u_MxK: np.ndarray, s_K: np.ndarray, v_NxK: np.ndarray, tasks: Sequence[str],
+               n_components: int = 3, top_n: int = 15) -> plt.Figure:
+    """Per component: the largest task loadings, and the sorted example loadings."""
+    k = min(n_components, u_MxK.shape[1])
+    fig, axes = plt.subplots(k, 2, figsize=(10, 2.8 * k), squeeze=False)
+    for c in range(k):
+        order = np.argsort(u_MxK[:, c])[::-1][:top_n]
+        ax = axes[c, 0]
+        ax.barh(range(len(order)), u_MxK[order, c][::-1] * s_K[c])
+        ax.set_yticks(range(len(order)))
+        ax.set_yticklabels([str(tasks[i]) for i in order][::-1], fontsize=6)
+        ax.set_title(f"component {c + 1}: top tasks (s = {s_K[c]:.3g})", fontsize=9)
+        ax = axes[c, 1]
+        v = np.sort(v_NxK[:, c])[::-1]
+        ax.plot(np.arange(1, v.shape[0] + 1), v)
+        ax.set_xscale("log")
+        ax.axhline(0.0, color="gray", lw=0.5)
+        ax.set_title(f"component {c + 1}: example loadings, sorted", fontsize=9)
+        ax.set_xlabel("example rank")
+    fig.tight_layout()
+    return fig
+
+
+def _means(z_MxN: np.ndarray, block: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-aware row and column means, a column block at a time (no full-size temporaries)."""
+    m, n = z_MxN.shape
+    row_sum, row_count = np.zeros(m), np.zeros(m)
+    col_mean = np.full(n, np.nan)
+    for s in range(0, n, block):
+        b = z_MxN[:, s:s + block]
+        ok = np.isfinite(b)
+        vals = np.where(ok, b, 0.0)
+        row_sum += vals.sum(1)
+        row_count += ok.sum(1)
+        count = ok.sum(0)
+        col_mean[s:s + block] = np.where(count > 0, vals.sum(0) / np.maximum(count, 1), np.nan)
+    return np.where(row_count > 0, row_sum / np.maximum(row_count, 1), np.nan), col_mean

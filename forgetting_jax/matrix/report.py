@@ -1,0 +1,114 @@
+"""The report of a forgetting matrix: W/report.md with the analysis figures, and the run summary."""
+
+import os
+from typing import Any
+
+import numpy as np
+
+from forgetting_jax.utils.io import write_text
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray, tasks: list[str],
+                  example_ids: list[str], sources: list[str], figures_dir: str) -> str:
+    """Markdown that explains the matrix: its size, how much is forgotten, its low-rank structure,
+    which tasks cause and which examples suffer the most forgetting."""
+    m, n = z_MxN.shape
+    row_mean = np.nanmean(z_MxN, axis=1)
+    col_mean = np.nanmean(z_MxN, axis=0)
+    r2 = analysis["r2"]
+    svd = r2["svd"]
+    parts = [
+        f"# Forgetting report: {name}",
+        "",
+        f"Each entry Z[i, j] of the forgetting matrix is how much the mean negative log-likelihood of "
+        f"upstream example j rose after fine-tuning the base model on task i (positive: forgotten). "
+        f"This matrix has **{m} tasks x {n} upstream examples** (`{matrix_path}`).",
+        "",
+        f"- mean forgetting {np.nanmean(z_MxN):+.4f} nats per token; {100 * np.nanmean(z_MxN > 0):.1f}% of entries "
+        f"are positive (forgotten)",
+        f"- the most forgetting-inducing task raises NLL by {np.nanmax(row_mean):+.4f} on average, the least by "
+        f"{np.nanmin(row_mean):+.4f}",
+        "",
+        "## Low-rank structure",
+        "",
+        "How much of the matrix a simple model explains (R^2 over the observed entries). The paper finds "
+        "forgetting close to low rank: a few task and example factors explain most of it.",
+        "",
+        _table(["model", "R^2"], [["additive (mu + b_task + b_example)", f"{r2['additive']:.3f}"],
+                                  ["multiplicative rank 1 (alpha_i beta_j)", f"{r2['multiplicative']:.3f}"]]
+               + [[f"rank-{k} SVD", f"{float(v):.3f}"] for k, v in list(svd.items())[:5]]),
+        "",
+        f"![R^2 by rank]({os.path.join(figures_dir, 'r2_by_rank.png')})",
+        "",
+        "## The matrix",
+        "",
+        "Rows (tasks) and columns (upstream examples) ordered by their means: forgetting concentrates on "
+        "some tasks and some examples.",
+        "",
+        f"![heatmap]({os.path.join(figures_dir, 'heatmap.png')})",
+        "",
+        "## Tasks that cause the most forgetting",
+        "",
+        _table(["task", "mean Z", "forgotten"],
+               [[tasks[i], f"{row_mean[i]:+.4f}", f"{100 * np.nanmean(z_MxN[i] > 0):.0f}%"]
+                for i in np.argsort(-row_mean)[:8]]),
+        "",
+        "## Upstream examples forgotten the most",
+        "",
+        _table(["example", "source", "mean Z"],
+               [[example_ids[j], sources[j] if sources else "", f"{col_mean[j]:+.4f}"]
+                for j in np.argsort(-col_mean)[:10]]),
+    ]
+    enrichment = analysis.get("enrichment", {}).get("mean_forgetting")
+    if enrichment:
+        parts += ["", "## Sources among the most forgotten examples", "",
+                  f"Chi-square test of the sources of the top {100 * analysis['settings']['top_fraction']:.0f}% "
+                  f"most forgotten examples against all examples: chi2 = {enrichment.get('chi2', float('nan')):.1f}, "
+                  f"p = {enrichment.get('p_value', float('nan')):.2g}."]
+    parts += ["", "## Components", "", "The leading singular vectors: which tasks and examples load on each.", "",
+              f"![components]({os.path.join(figures_dir, 'components.png')})", ""]
+    return "\n".join(parts)
+
+
+def write_report(workdir: str, matrix_path: str, config: Any) -> tuple[str, dict]:
+    """Runs the analysis of the matrix into W/analysis and writes W/report.md; returns both."""
+    from forgetting_jax.analysis.report import analyze_matrix
+
+    analysis_dir = os.path.join(workdir, "analysis")
+    analysis = analyze_matrix(matrix_path, analysis_dir, max_rank=int(config.matrix.max_rank))
+    with np.load(matrix_path) as data:
+        z, tasks = data["Z"], [str(t) for t in data["tasks"]]
+        ids, sources = [str(i) for i in data["example_ids"]], [str(s) for s in data["example_sources"]]
+    text = render_report(config.get("name", "experiment"), os.path.relpath(matrix_path, workdir), analysis, z, tasks,
+                         ids, sources, "analysis")
+    path = os.path.join(workdir, "report.md")
+    write_text(path, text)
+    return path, analysis
+
+
+def print_summary(summary) -> None:
+    """What the user is looking at and where the files are."""
+    lines = [
+        "",
+        f"forgetting matrix: {len(summary.tasks)} tasks x {summary.num_examples} upstream examples "
+        f"({len(summary.trained)} rows computed now, {len(summary.reused_rows)} reused, base scores "
+        f"{'reused' if summary.base_scores_reused else 'computed'}) in {summary.seconds:.0f}s",
+        f"  matrix   {summary.matrix_path}   (Z[i, j] = NLL after fine-tuning on task i - NLL before, "
+        "example j; > 0 = forgotten)",
+    ]
+    if summary.analysis:
+        r2 = summary.analysis["r2"]
+        svd = list(r2["svd"].values())
+        lines.append(f"  low rank R^2: additive {r2['additive']:.3f}, multiplicative {r2['multiplicative']:.3f}, "
+                     f"rank 1-3 SVD {', '.join(f'{float(v):.3f}' for v in svd[:3])}")
+    if summary.report_path:
+        lines.append(f"  report   {summary.report_path}   (figures in {os.path.dirname(summary.report_path)}/analysis)")
+    lines.append("  next     forgetting-jax predict --matrix=" + summary.matrix_path +
+                 " --test_fraction=0.3 --k=30 --seeds=10 --output=prediction.json")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,23 @@
+"""The `matrix` section of an experiment config: which upstream examples, how they are scored.
+
+matrix  upstream          demo: chunks of the bundled corpus; lm: language-model text files
+                          (Dolma style, chunked to max_length); chat: {id, messages} files; or a
+                          source reader of `data.sources.READERS` (tulu, dolly, flan, ...)
+        upstream_path     the file (or `datasets` name) for every upstream kind but demo
+        num_upstream      N: upstream examples kept (a seeded subsample with stable ids; 0: all)
+        seed              the subsample's seed
+        max_length        tokens kept per upstream example
+        dtype             scoring dtype (float32 or bfloat16)
+        tokens_per_batch  token slots per compiled scoring call
+        keep_models       keep each task's fine-tuned model after its row is written
+        max_rank          largest rank of the SVD fits in the report
+"""
+
+from ml_collections import ConfigDict
+
+
+def matrix_defaults() -> ConfigDict:
+    return ConfigDict(dict(
+        upstream="demo", upstream_path="", num_upstream=2000, seed=0, max_length=1024, dtype="float32",
+        tokens_per_batch=16384, keep_models=False, max_rank=10,
+    ))

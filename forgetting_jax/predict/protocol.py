@@ -1,0 +1,191 @@
+"""The paper's evaluation protocol for forgetting prediction.
+
+Test tasks are named or a seeded fraction of the rows; the other rows train every method. For
+each test task and seed, k columns among the task's observed entries are drawn without
+replacement; each method predicts the row from them; metrics are computed on the remaining
+observed entries. The draw of a pair depends only on (seed, task row), so every method sees
+the same observed columns. Pairs run in fixed-size batches: one compiled call per batch for the
+draws, the completions and the metrics.
+"""
+
+import functools
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from forgetting_jax.analysis.chunks import ColumnChunks
+from forgetting_jax.predict.methods import Batch
+from forgetting_jax.predict.metrics import COUNTS, METRICS, batch_metrics
+
+PAIR_MEMORY_BUDGET = 2 << 30  # bytes of [batch, N] float32 temporaries per batch
+
+
+class ProtocolError(ValueError):
+    """The protocol cannot run on this matrix with these settings."""
+
+
+def select_test_tasks(tasks: Sequence[str], test_tasks: Sequence[str] | None = None,
+                      test_fraction: float | None = None, split_seed: int = 0) -> np.ndarray:
+    """Row indices of the test tasks: the named ones, or a seeded random fraction (sorted)."""
+    m = len(tasks)
+    if (test_tasks is None) == (test_fraction is None):
+        raise ProtocolError("give either test tasks or a test fraction")
+    if test_tasks is not None:
+        index = {t: i for i, t in enumerate(tasks)}
+        unknown = [t for t in test_tasks if t not in index]
+        if unknown:
+            raise ProtocolError(f"unknown test task(s) {unknown}; the matrix has {m} tasks")
+        idx = np.array(sorted({index[t] for t in test_tasks}), np.int64)
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise ProtocolError(f"test fraction must be in (0, 1), got {test_fraction}")
+        n_test = int(min(m - 1, max(1, round(test_fraction * m))))
+        idx = np.sort(np.random.default_rng(split_seed).choice(m, n_test, replace=False))
+    if len(idx) == 0 or len(idx) >= m:
+        raise ProtocolError(f"need at least one test and one training task, got {len(idx)} "
+                            f"test tasks of {m}")
+    return idx
+
+
+def pair_keys(base_seed: int, seeds_P: np.ndarray, tasks_P: np.ndarray) -> jax.Array:
+    """PRNG key of each (seed, task row) pair."""
+    base = jax.random.PRNGKey(base_seed)
+    return jax.vmap(lambda s, t: jax.random.fold_in(jax.random.fold_in(base, s), t))(
+        jnp.asarray(seeds_P, jnp.uint32), jnp.asarray(tasks_P, jnp.uint32))
+
+
+def draw_columns(key: jax.Array, valid_N: jax.Array, k: int) -> jax.Array:
+    """k distinct columns among the valid ones, uniformly at random."""
+    scores = jnp.where(valid_N, jax.random.uniform(key, valid_N.shape), -1.0)
+    return jax.lax.top_k(scores, k)[1]
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _draw_batch(key_B, truth_TxN, pos_B, *, k):
+    def one(key, pos):
+        truth = truth_TxN[pos]
+        idx = draw_columns(key, jnp.isfinite(truth), k)
+        return idx, truth[idx]
+
+    return jax.vmap(one)(key_B, pos_B)
+
+
+def _auto_batch(n_pairs: int, n_cols: int) -> int:
+    return int(max(1, min(n_pairs, PAIR_MEMORY_BUDGET // (n_cols * 4 * 10))))
+
+
+def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any], k: int = 30,
+                 seeds: int = 10, threshold: float = 0.0, top_k: int = 100,
+                 max_rank_columns: int = 50_000, pair_batch: int | None = None,
+                 chunk_columns: int | None = None, base_seed: int = 0,
+                 log: Callable[[str], None] = logging.info) -> dict[str, Any]:
+    """Runs every method over test tasks x seeds; returns per-pair metrics and timings.
+
+    Returns {"pairs": {"task": [P], "seed": [P]}, "methods": {name: {"metrics": {metric: [P]},
+    "seconds": s, "fit_seconds": s}}, "settings": {...}}, pairs ordered task-major.
+    """
+    m, n = z_MxN.shape
+    test_idx = np.asarray(test_idx, np.int64)
+    rows = np.ones(m, bool)
+    rows[test_idx] = False
+    truth_np = np.asarray(z_MxN[test_idx], np.float32)
+    observed = np.isfinite(truth_np).sum(1)
+    if k < 1:
+        raise ProtocolError(f"k must be positive, got {k}")
+    if seeds < 1:
+        raise ProtocolError(f"seeds must be positive, got {seeds}")
+    short = np.flatnonzero(observed <= k)
+    if len(short):
+        i = short[0]
+        raise ProtocolError(
+            f"k={k} observed columns requested, but test row {int(test_idx[i])} has only "
+            f"{int(observed[i])} observed entries (need more than k, to leave some to score)")
+    top_k = int(max(1, min(top_k, int(observed.min()) - k)))
+
+    chunks = ColumnChunks(z_MxN, rows, chunk_columns)
+    truth = jnp.asarray(truth_np)
+    n_pairs = len(test_idx) * seeds
+    pos_P = np.repeat(np.arange(len(test_idx)), seeds)
+    seed_P = np.tile(np.arange(seeds), len(test_idx))
+    keys_P = pair_keys(base_seed, seed_P, test_idx[pos_P])
+    batch = pair_batch or _auto_batch(n_pairs, n)
+    if n > max_rank_columns:
+        rank_cols = np.sort(np.random.default_rng(base_seed).choice(n, max_rank_columns,
+                                                                    replace=False))
+    else:
+        rank_cols = np.arange(n)
+    rank_cols = jnp.asarray(rank_cols, jnp.int32)
+
+    t0 = time.perf_counter()
+    batches = []
+    for start in range(0, n_pairs, batch):
+        sel = np.minimum(np.arange(start, start + batch), n_pairs - 1)  # pad with the last pair
+        obs_idx, obs_val = _draw_batch(keys_P[sel], truth, jnp.asarray(pos_P[sel]), k=k)
+        batches.append((sel, min(batch, n_pairs - start),
+                        Batch(test_idx[pos_P[sel]], keys_P[sel], obs_idx, obs_val)))
+    log(f"drew {k} observed columns for {n_pairs} pairs ({len(test_idx)} test tasks x {seeds} "
+        f"seeds) in {time.perf_counter() - t0:.2f}s; {len(batches)} batch(es) of {batch}, "
+        f"{len(chunks)} column chunk(s)")
+
+    results: dict[str, Any] = {}
+    for name, method in methods.items():
+        t0 = time.perf_counter()
+        state = method.fit(chunks)
+        jax.block_until_ready(state)
+        fit_seconds = time.perf_counter() - t0
+        per_pair = {key: np.zeros(n_pairs, np.float64) for key in METRICS + COUNTS}
+        for sel, count, b in batches:
+            pred = method.complete(state, b, chunks)
+            out = jax.device_get(batch_metrics(pred, truth, jnp.asarray(pos_P[sel]),
+                                               b.obs_idx_BxK, rank_cols, jnp.float32(threshold),
+                                               top_k=top_k))
+            for key in per_pair:
+                per_pair[key][sel[:count]] = out[key][:count]
+        seconds = time.perf_counter() - t0
+        results[name] = {"metrics": per_pair, "seconds": seconds, "fit_seconds": fit_seconds}
+        log(f"{name}: rmse {np.sqrt(per_pair['sq_err'].sum() / per_pair['n'].sum()):.4f} "
+            f"(pooled) in {seconds:.2f}s (fit {fit_seconds:.2f}s)")
+    return {
+        "pairs": {"task": test_idx[pos_P], "seed": seed_P},
+        "methods": results,
+        "settings": {"k": k, "seeds": seeds, "threshold": threshold, "top_k": top_k,
+                     "rank_metric_columns": int(rank_cols.shape[0]), "pair_batch": batch,
+                     "column_chunks": len(chunks), "base_seed": base_seed},
+    }
+
+
+def _mean(x: np.ndarray) -> float | None:
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else None
+
+
+def summarize(run: dict[str, Any], tasks: Sequence[str], per_task: bool = True
+              ) -> dict[str, Any]:
+    """Means over test tasks and seeds (NaN-skipping), pooled metrics and per-task means."""
+    task_P = run["pairs"]["task"]
+    seed_P = run["pairs"]["seed"]
+    out: dict[str, Any] = {}
+    for name, res in run["methods"].items():
+        met = res["metrics"]
+        entry: dict[str, Any] = {key: _mean(met[key]) for key in METRICS}
+        entry["seconds"] = res["seconds"]
+        entry["fit_seconds"] = res["fit_seconds"]
+        seed_means = [_mean(met["rmse"][seed_P == s]) for s in np.unique(seed_P)]
+        entry["rmse_std_over_seeds"] = float(np.std([v for v in seed_means if v is not None]))
+        tp, fp, fn = met["tp"].sum(), met["fp"].sum(), met["fn"].sum()
+        entry["pooled"] = {
+            "rmse": float(np.sqrt(met["sq_err"].sum() / max(met["n"].sum(), 1.0))),
+            "f1": float(2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else 0.0,
+            "precision": float(tp / (tp + fp)) if (tp + fp) else 0.0,
+            "recall": float(tp / (tp + fn)) if (tp + fn) else 0.0,
+        }
+        if per_task:
+            entry["per_task"] = {
+                str(tasks[t]): {key: _mean(met[key][task_P == t]) for key in METRICS}
+                for t in np.unique(task_P)}
+        out[name] = entry
+    return out
