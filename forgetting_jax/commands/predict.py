@@ -10,7 +10,6 @@ entries only.
 """
 
 import logging
-import sys
 
 import numpy as np
 from absl import app, flags
@@ -42,9 +41,13 @@ flags.DEFINE_integer("chunk_columns", None, "Columns per streamed block (default
 flags.DEFINE_bool("per_task", True, "Include per-task means in the output.")
 
 
+log = logging.getLogger("forgetting_jax.predict")
+
+
 def _fail(message: str) -> None:
-    print(f"forgetting-jax predict: {message}", file=sys.stderr)
-    sys.exit(2)
+    from forgetting_jax.commands.common import fail
+
+    fail("predict", message, code=2)
 
 
 def main(argv) -> None:
@@ -54,7 +57,9 @@ def main(argv) -> None:
         _fail("--matrix and --output are required")
     if (FLAGS.test_tasks is None) == (FLAGS.test_fraction is None):
         _fail("give exactly one of --test_tasks and --test_fraction")
-    logging.getLogger().setLevel(logging.INFO)
+    from forgetting_jax.commands.common import setup_logging
+
+    setup_logging()
 
     from forgetting_jax.analysis.matrix_file import MatrixFileError, read_matrix_file
     from forgetting_jax.analysis.stats import json_safe
@@ -86,7 +91,7 @@ def main(argv) -> None:
             _fail(f"{FLAGS.matrix}: field 'Z': --k={FLAGS.k} observed columns requested, but "
                   f"test task {tasks[i]!r} has {observed} observed entries (k must be positive "
                   "and leave some entries to score)")
-    logging.info("%s: Z %d x %d (%.1f%% missing), %d test tasks, methods %s", FLAGS.matrix,
+    log.info("%s: Z %d x %d (%.1f%% missing), %d test tasks, methods %s", FLAGS.matrix,
                  z.shape[0], z.shape[1], 100.0 * (1.0 - _observed_fraction(z)), len(test_idx),
                  ",".join(methods))
     try:
@@ -94,7 +99,7 @@ def main(argv) -> None:
             z, test_idx, methods, k=FLAGS.k, seeds=FLAGS.seeds, threshold=FLAGS.threshold,
             top_k=FLAGS.top_k, max_rank_columns=FLAGS.max_rank_columns,
             pair_batch=FLAGS.pair_batch, chunk_columns=FLAGS.chunk_columns,
-            base_seed=FLAGS.split_seed, log=logging.info)
+            base_seed=FLAGS.split_seed, log=log.info)
     except protocol.ProtocolError as err:
         _fail(f"{FLAGS.matrix}: field 'Z': {err}")
     result = {
@@ -107,10 +112,10 @@ def main(argv) -> None:
     }
     write_json(FLAGS.output, json_safe(result))
     for name, entry in result["methods"].items():
-        logging.info("%-14s rmse %.4f  f1 %.3f  auc %s  spearman %s  %.2fs", name,
+        log.info("%-14s rmse %.4f  f1 %.3f  auc %s  spearman %s  %.2fs", name,
                      entry["rmse"], entry["f1"], _fmt(entry["auc"]), _fmt(entry["spearman"]),
                      entry["seconds"])
-    logging.info("wrote %s", FLAGS.output)
+    log.info("wrote %s", FLAGS.output)
 
 
 def _fmt(x) -> str:

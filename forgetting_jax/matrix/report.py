@@ -1,11 +1,13 @@
 """The report of a forgetting matrix: W/report.md with the analysis figures, and the run summary."""
 
+import json
 import os
 from typing import Any
 
 import numpy as np
 
-from forgetting_jax.utils.io import write_text
+from forgetting_jax.utils.fingerprint import file_fingerprint
+from forgetting_jax.utils.io import write_json, write_text
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -77,18 +79,30 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
 
 
 def write_report(workdir: str, matrix_path: str, config: Any) -> tuple[str, dict]:
-    """Runs the analysis of the matrix into W/analysis and writes W/report.md; returns both."""
+    """Runs the analysis of the matrix into W/analysis and writes W/report.md; returns both.
+
+    Reused as they are when the matrix file and the analysis settings are those they were made from.
+    """
     from forgetting_jax.analysis.report import analyze_matrix
 
     analysis_dir = os.path.join(workdir, "analysis")
+    path = os.path.join(workdir, "report.md")
+    stamp_path = os.path.join(analysis_dir, "fingerprint.json")
+    stamp = {"matrix": file_fingerprint(matrix_path), "max_rank": int(config.matrix.max_rank),
+             "name": config.get("name", "experiment")}
+    if os.path.isfile(path) and os.path.isfile(stamp_path):
+        with open(stamp_path, encoding="utf-8") as f:
+            if json.load(f) == stamp:
+                with open(os.path.join(analysis_dir, "fits.json"), encoding="utf-8") as g:
+                    return path, json.load(g)
     analysis = analyze_matrix(matrix_path, analysis_dir, max_rank=int(config.matrix.max_rank))
     with np.load(matrix_path) as data:
         z, tasks = data["Z"], [str(t) for t in data["tasks"]]
         ids, sources = [str(i) for i in data["example_ids"]], [str(s) for s in data["example_sources"]]
     text = render_report(config.get("name", "experiment"), os.path.relpath(matrix_path, workdir), analysis, z, tasks,
                          ids, sources, "analysis")
-    path = os.path.join(workdir, "report.md")
     write_text(path, text)
+    write_json(stamp_path, stamp)
     return path, analysis
 
 

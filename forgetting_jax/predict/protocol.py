@@ -21,6 +21,7 @@ from forgetting_jax.analysis.chunks import ColumnChunks
 from forgetting_jax.predict.methods import Batch
 from forgetting_jax.predict.metrics import COUNTS, METRICS, batch_metrics
 
+_LOG = logging.getLogger(__name__)
 PAIR_MEMORY_BUDGET = 2 << 30  # bytes of [batch, N] float32 temporaries per batch
 
 
@@ -82,7 +83,7 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
                  seeds: int = 10, threshold: float = 0.0, top_k: int = 100,
                  max_rank_columns: int = 50_000, pair_batch: int | None = None,
                  chunk_columns: int | None = None, base_seed: int = 0,
-                 log: Callable[[str], None] = logging.info) -> dict[str, Any]:
+                 log: Callable[[str], None] = _LOG.info) -> dict[str, Any]:
     """Runs every method over test tasks x seeds; returns per-pair metrics and timings.
 
     Returns {"pairs": {"task": [P], "seed": [P]}, "methods": {name: {"metrics": {metric: [P]},

@@ -1,0 +1,44 @@
+"""`forgetting-jax analyze` end to end, and its error on a bad file."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from forgetting_jax.analysis import planted
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _analyze(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "forgetting_jax", "analyze", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_analyze_writes_fits_and_figures(tmp_path):
+    z = planted.planted_matrix(10, 400, kind="low_rank", rank=2, noise=0.05, seed=0)
+    rng = np.random.default_rng(0)
+    path = tmp_path / "m.npz"
+    np.savez(path, Z=z, tasks=np.array([f"t{i}" for i in range(10)]),
+             example_sources=np.array(["a", "b"])[rng.integers(0, 2, 400)],
+             task_embeddings=rng.normal(size=(10, 3)), example_embeddings=rng.normal(size=(400, 3)))
+    out = tmp_path / "out"
+    proc = _analyze(f"--matrix={path}", f"--output={out}", "--max_rank=4")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / "fits.json").read_text())
+    assert res["r2"]["svd"]["2"] > 0.98 > res["r2"]["svd"]["1"]
+    assert len(res["components"]) == 4 and "enrichment" in res
+    assert "similarity_correlation" in res
+    for name in ("heatmap.png", "r2_by_rank.png", "components.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_analyze_bad_file(tmp_path):
+    path = tmp_path / "m.npz"
+    np.savez(path, Z=np.zeros((3, 4)))
+    proc = _analyze(f"--matrix={path}", f"--output={tmp_path / 'out'}")
+    assert proc.returncode != 0 and "missing field 'tasks'" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,62 @@
+"""`forgetting-jax predict` end to end, and its errors on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from forgetting_jax.analysis import planted
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _predict(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "forgetting_jax", "predict", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "m.npz"
+    z = planted.planted_matrix(12, 300, kind="forgetting", noise=0.3, seed=0, missing=0.02)
+    rng = np.random.default_rng(0)
+    np.savez(path, Z=z, tasks=np.array([f"task{i}" for i in range(12)]),
+             task_embeddings=rng.normal(size=(12, 4)).astype(np.float32),
+             example_embeddings=rng.normal(size=(300, 4)).astype(np.float32))
+    return str(path)
+
+
+def test_predict_writes_contract(matrix, tmp_path):
+    out = tmp_path / "r.json"
+    proc = _predict(f"--matrix={matrix}", "--test_tasks=task1,task5", "--k=20", "--seeds=2",
+                    "--methods=additive,observed_mean,rep_sim", f"--output={out}")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert res["test_tasks"] == ["task1", "task5"]
+    for name in ("additive", "observed_mean", "rep_sim"):
+        entry = res["methods"][name]
+        for key in ("rmse", "f1", "precision", "recall", "auc", "spearman", "seconds"):
+            assert key in entry
+        assert entry["rmse"] > 0 and set(entry["per_task"]) == {"task1", "task5"}
+    assert res["methods"]["observed_mean"]["spearman"] is None  # constant prediction
+    assert "rep_sim:" in proc.stderr  # progress per method
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--matrix=/nonexistent.npz", "--test_fraction=0.3"], "no such file"),
+    (["--test_tasks=nope"], "unknown test task"),
+    (["--test_tasks=task3", "--k=400"], "--k=400 observed columns requested, but test task "
+                                        "'task3'"),
+    (["--test_fraction=0.3", "--methods=additive,magic"], "unknown method 'magic'"),
+])
+def test_predict_bad_input(matrix, tmp_path, args, message):
+    out = tmp_path / "r.json"
+    if not any(a.startswith("--matrix") for a in args):
+        args = [f"--matrix={matrix}"] + args
+    proc = _predict(*args, f"--output={out}")
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
