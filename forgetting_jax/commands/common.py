@@ -28,6 +28,18 @@ def define_experiment_flags() -> None:
         flags.DEFINE_string("workdir", None, "Workspace directory (see WORKSPACE.md).")
 
 
+def check_experiment_args(command: str, argv: list[str]) -> None:
+    """Fails clearly on stray arguments or a missing --config / --workdir."""
+    from absl import flags
+
+    if len(argv) > 1:
+        fail(command, f"unexpected arguments: {' '.join(argv[1:])}", 2)
+    if flags.FLAGS.config is None:
+        fail(command, "--config is required (e.g. --config=configs/demo.py)", 2)
+    if not flags.FLAGS.workdir:
+        fail(command, "--workdir is required", 2)
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time of each record (robust to redirection)."""
 

@@ -13,7 +13,7 @@ import logging
 
 from absl import flags
 
-from forgetting_jax.commands.common import define_experiment_flags, fail, setup_logging
+from forgetting_jax.commands.common import check_experiment_args, define_experiment_flags, fail, setup_logging
 
 define_experiment_flags()
 FLAGS = flags.FLAGS
@@ -23,13 +23,9 @@ log = logging.getLogger("forgetting_jax.finetune")
 
 
 def main(argv):
-    if len(argv) > 1:
-        fail("finetune", f"unexpected arguments: {' '.join(argv[1:])}", 2)
-    if FLAGS.config is None:
-        fail("finetune", "--config is required (e.g. --config=configs/demo.py)", 2)
-    for name in ("workdir", "task"):
-        if not FLAGS[name].value:
-            fail("finetune", f"--{name} is required", 2)
+    check_experiment_args("finetune", argv)
+    if not _TASK.value:
+        fail("finetune", "--task is required", 2)
     setup_logging()
     from forgetting_jax.data.errors import DataError
     from forgetting_jax.models.config import ConfigError

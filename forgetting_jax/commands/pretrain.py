@@ -10,7 +10,7 @@ import logging
 
 from absl import flags
 
-from forgetting_jax.commands.common import define_experiment_flags, fail, setup_logging
+from forgetting_jax.commands.common import check_experiment_args, define_experiment_flags, fail, setup_logging
 
 define_experiment_flags()
 FLAGS = flags.FLAGS
@@ -19,12 +19,7 @@ log = logging.getLogger("forgetting_jax.pretrain")
 
 
 def main(argv):
-    if len(argv) > 1:
-        fail("pretrain", f"unexpected arguments: {' '.join(argv[1:])}", 2)
-    if FLAGS.config is None:
-        fail("pretrain", "--config is required (e.g. --config=configs/demo.py)", 2)
-    if not FLAGS.workdir:
-        fail("pretrain", "--workdir is required", 2)
+    check_experiment_args("pretrain", argv)
     setup_logging()
     from forgetting_jax.data.errors import DataError
     from forgetting_jax.models.config import ConfigError

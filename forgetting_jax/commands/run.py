@@ -11,7 +11,7 @@ import logging
 
 from absl import flags
 
-from forgetting_jax.commands.common import define_experiment_flags, fail, setup_logging
+from forgetting_jax.commands.common import check_experiment_args, define_experiment_flags, fail, setup_logging
 
 define_experiment_flags()
 FLAGS = flags.FLAGS
@@ -23,12 +23,7 @@ log = logging.getLogger("forgetting_jax.run")
 
 
 def main(argv):
-    if len(argv) > 1:
-        fail("run", f"unexpected arguments: {' '.join(argv[1:])}", 2)
-    if FLAGS.config is None:
-        fail("run", "--config is required (e.g. --config=configs/demo.py)", 2)
-    if not FLAGS.workdir:
-        fail("run", "--workdir is required", 2)
+    check_experiment_args("run", argv)
     setup_logging()
     from forgetting_jax.matrix.pipeline import run_pipeline
     from forgetting_jax.matrix.report import print_summary
