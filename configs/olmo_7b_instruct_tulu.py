@@ -18,5 +18,7 @@ def get_config():
     config.data.update(dict(source="files", reader="dolly", train_path="data/dolly.jsonl",
                             validation_fraction=0.1, max_validation=100, max_length=1024))
     config.train.update(dict(steps=100, row_length=1024, micro_rows=1, eval_every=10, export_dtype="bfloat16"))
-    config.matrix.update(dict(upstream="tulu", upstream_path="data/tulu_v2_sample.jsonl", num_upstream=0, max_length=1024, dtype="bfloat16"))
+    config.matrix.update(dict(
+        upstream="tulu", upstream_path="data/tulu_v2_sample.jsonl", num_upstream=0, max_length=1024,
+        dtype="bfloat16"))
     return config

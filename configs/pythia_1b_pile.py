@@ -17,5 +17,7 @@ def get_config():
     config.data.update(dict(source="files", reader="flan", train_path="data/flan/{task}.jsonl",
                             validation_fraction=0.1, max_validation=100, max_length=1024))
     config.train.update(dict(row_length=1024, micro_rows=1, eval_every=100, export_dtype="bfloat16"))
-    config.matrix.update(dict(upstream="lm", upstream_path="data/pile_sample.jsonl", num_upstream=0, max_length=1024, dtype="bfloat16"))
+    config.matrix.update(dict(
+        upstream="lm", upstream_path="data/pile_sample.jsonl", num_upstream=0, max_length=1024,
+        dtype="bfloat16"))
     return config
