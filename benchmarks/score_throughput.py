@@ -92,8 +92,13 @@ def main():
     parser.add_argument("--hf_batch_size", type=int, default=16)
     parser.add_argument("--tokens_per_batch", type=int, default=16384)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for each framework (0: all cores). 1 is steadier on a shared machine.")
     parser.add_argument("--json", default=None, help="Also write the results here.")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                                   f" intra_op_parallelism_threads={args.threads}")
 
     import jax
     import torch
@@ -103,25 +108,22 @@ def main():
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
     examples = make_examples(args.preset, args.num_examples)
     real_tokens = sum(len(ids) for ids, _ in examples)
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(args.preset, tmp, args.dtype).to(device)
         config, params = load_model(tmp, param_dtype=args.dtype, dtype=args.dtype)
 
-    hf_times, hf_nll, hf_real = [], None, 0.0
+    shape, _ = plan_batches([len(ids) for ids, _ in examples], PRESETS[args.preset][7], args.tokens_per_batch)
+    hf_times, whole_times, steady_times = [], [], []
     transformers_loop(model, examples[: args.hf_batch_size], args.hf_batch_size, device)  # warm-up
-    for _ in range(args.repeats):
+    for _ in range(args.repeats):  # alternate the two, so that both see the same machine
         start = time.perf_counter()
         hf_nll, real, slots = transformers_loop(model, examples, args.hf_batch_size, device)
         hf_times.append(time.perf_counter() - start)
         hf_real = real / slots
-    del model
 
-    shape, _ = plan_batches([len(ids) for ids, _ in examples], PRESETS[args.preset][7], args.tokens_per_batch)
-    whole_times, steady_times, stats = [], [], None
-    for _ in range(args.repeats):
         jax.clear_caches()
         start = time.perf_counter()
         scorer = Scorer(config, params)
@@ -136,7 +138,7 @@ def main():
     steady_rate = real_tokens / statistics.median(steady_times)
     results = {
         "device": jax.devices()[0].device_kind, "torch_device": device, "preset": args.preset,
-        "dtype": args.dtype, "num_examples": args.num_examples, "real_tokens": real_tokens,
+        "dtype": args.dtype, "threads": args.threads or os.cpu_count(), "num_examples": args.num_examples, "real_tokens": real_tokens,
         "shape": [shape.rows_per_batch, shape.row_length],
         "transformers_tokens_per_s": round(hf_rate), "transformers_real_fraction": round(hf_real, 4),
         "fj_whole_process_tokens_per_s": round(whole_rate), "fj_steady_tokens_per_s": round(steady_rate),
