@@ -8,6 +8,11 @@ Pre-training: 2 layers, width 128, the demo tokenizer's 4096 tokens; packed rows
 Fine-tuning keeps the paper's recipe where it costs nothing (full fine-tuning, 8 examples per
 step, warm-up then linear decay, loss on responses, best step by validation loss) and shortens
 what a tiny model on a CPU cannot afford (50 steps; a learning rate suited to a small model).
+
+Replay (`forgetting-jax replay --config=configs/demo.py --workdir=W`, after or instead of `run`):
+6 tasks of the suite that are not rows of the matrix, fine-tuned with replay; 500 of the 2,000
+upstream examples held out to measure forgetting. r = 1/8 rather than the paper's 1/32 for base
+models: a 50-step run would replay only 12 examples at 1/32 (50 at 1/8).
 """
 
 from forgetting_jax.train.settings import DEMO_TASKS, default_config
@@ -24,4 +29,8 @@ def get_config():
     config.pretrain.update(dict(lr=3e-3, steps=200, warmup_steps=20, batch_size=16, micro_rows=16, row_length=256,
                                 weight_decay=0.01, eval_every=0, log_every=20))
     config.matrix.update(dict(upstream="demo", num_upstream=2000, max_length=128))
+    config.replay.update(dict(
+        test_tasks=("divide", "palindrome", "to_hex", "time_24h", "element_symbol", "definition_family"),
+        strategies=("none", "random", "predicted:additive", "predicted:knn", "ground_truth", "online:additive"),
+        ratio=1 / 8, num_heldout=500))
     return config

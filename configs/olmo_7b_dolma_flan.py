@@ -22,4 +22,5 @@ def get_config():
     config.matrix.update(dict(
         upstream="lm", upstream_path="data/dolma_sample.jsonl", num_upstream=0, max_length=1024,
         dtype="bfloat16"))
+    config.replay.update(dict(ratio=1 / 32))  # set replay.test_tasks: FLAN tasks outside data.tasks
     return config

@@ -5,6 +5,12 @@ TruthfulQA with data.reader), forgetting measured on Tulu-v2 examples.
       --config.model.hf_dir=/models/OLMo-7B-Instruct-hf --config.data.train_path=/data/dolly.jsonl
 
 Recipe: as the base models, but 100 steps (the paper's setting for the instruct model).
+
+Replay (`forgetting-jax replay`): one Tulu-v2 example per 8 new-task examples (r = 1/8, the
+paper's ratio for instruct models), trained on its response like any chat example. The matrix's
+tasks (data.tasks) train the prediction; name the new tasks in replay.test_tasks, e.g.
+  --config.data.tasks=brainstorming,classification,closed_qa,creative_writing,general_qa,summarization \
+  --config.replay.test_tasks=information_extraction,open_qa
 """
 
 from forgetting_jax.train.settings import default_config
@@ -21,4 +27,5 @@ def get_config():
     config.matrix.update(dict(
         upstream="tulu", upstream_path="data/tulu_v2_sample.jsonl", num_upstream=0, max_length=1024,
         dtype="bfloat16"))
+    config.replay.update(dict(ratio=1 / 8))  # the paper's ratio for instruct models; set replay.test_tasks
     return config

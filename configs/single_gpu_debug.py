@@ -21,4 +21,5 @@ def get_config():
     config.pretrain.update(dict(lr=1e-3, steps=500, warmup_steps=50, batch_size=32, micro_rows=32, row_length=512,
                                 weight_decay=0.01, log_every=50))
     config.matrix.update(dict(upstream="demo", num_upstream=500, max_length=256))
+    config.replay.update(dict(test_tasks=("divide", "palindrome", "to_hex", "time_24h"), num_heldout=100))
     return config

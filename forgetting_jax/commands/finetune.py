@@ -27,6 +27,9 @@ def main(argv):
     if not _TASK.value:
         fail("finetune", "--task is required", 2)
     setup_logging()
+    from forgetting_jax.train.distributed import setup_process
+
+    setup_process(FLAGS.config, FLAGS.workdir)
     from forgetting_jax.data.errors import DataError
     from forgetting_jax.models.config import ConfigError
     from forgetting_jax.models.hf_checkpoint import CheckpointError

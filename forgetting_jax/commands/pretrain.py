@@ -21,6 +21,9 @@ log = logging.getLogger("forgetting_jax.pretrain")
 def main(argv):
     check_experiment_args("pretrain", argv)
     setup_logging()
+    from forgetting_jax.train.distributed import setup_process
+
+    setup_process(FLAGS.config, FLAGS.workdir)
     from forgetting_jax.data.errors import DataError
     from forgetting_jax.models.config import ConfigError
     from forgetting_jax.train.loop import pretrain

@@ -25,6 +25,9 @@ log = logging.getLogger("forgetting_jax.run")
 def main(argv):
     check_experiment_args("run", argv)
     setup_logging()
+    from forgetting_jax.train.distributed import setup_process
+
+    setup_process(FLAGS.config, FLAGS.workdir)
     from forgetting_jax.matrix.pipeline import run_pipeline
     from forgetting_jax.matrix.report import print_summary
 

@@ -11,6 +11,7 @@ max_length tokens are kept. The output is written atomically: a failed run leave
 
 import logging
 
+import jax
 import numpy as np
 from absl import flags
 
@@ -38,14 +39,16 @@ def main(argv):
     if not _OUTPUT.value.endswith(".npz"):
         fail("score", f"--output={_OUTPUT.value}: the output must be a .npz file", 2)
     setup_logging()
+    from forgetting_jax.train.distributed import setup_process
 
+    setup_process()  # joins a multi-process run configured by the environment (JAX_COORDINATOR_ADDRESS, ...)
     from forgetting_jax.data.errors import DataError
     from forgetting_jax.data.examples import encode_records
     from forgetting_jax.data.readers import read_records
     from forgetting_jax.models.config import ConfigError
     from forgetting_jax.models.hf_checkpoint import CheckpointError
     from forgetting_jax.models.loading import load_model, load_tokenizer
-    from forgetting_jax.score.scorer import Scorer
+    from forgetting_jax.score.scorer import Scorer, data_mesh
     from forgetting_jax.utils.io import write_npz
 
     try:
@@ -74,13 +77,16 @@ def main(argv):
         bar.update(stats.examples - bar.n)
         bar.set_postfix(tok_s=f"{stats.tokens_per_second:,.0f}", real=f"{stats.real_fraction:.0%}")
 
-    nll, num_tokens, stats = Scorer(config, params).score(pairs, tokens_per_batch=_TOKENS_PER_BATCH.value,
-                                                       progress=progress)
+    # Rows split over every accelerator (of every process of a multi-host run); one device on CPUs.
+    mesh = data_mesh() if jax.default_backend() != "cpu" or jax.process_count() > 1 else None
+    nll, num_tokens, stats = Scorer(config, params, mesh=mesh).score(pairs, tokens_per_batch=_TOKENS_PER_BATCH.value,
+                                                                  progress=progress)
     bar.close()
     empty = int((num_tokens == 0).sum())
     if empty:
         log.warning("%d examples have no scored token; their nll is NaN", empty)
-    write_npz(_OUTPUT.value, example_id=np.asarray(ids, dtype=str), nll=nll, num_tokens=num_tokens)
+    if jax.process_index() == 0:
+        write_npz(_OUTPUT.value, example_id=np.asarray(ids, dtype=str), nll=nll, num_tokens=num_tokens)
     log.info("wrote %s: %d examples, mean nll %.4f; %.0f real tokens/s, %.0f%% of %d x %d slots real, %.1fs",
              _OUTPUT.value, len(ids), float(np.nanmean(nll)), stats.tokens_per_second, 100 * stats.real_fraction,
              stats.shape.rows_per_batch, stats.shape.row_length, stats.seconds)

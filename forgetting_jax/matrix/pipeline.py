@@ -4,7 +4,9 @@
   2. the N upstream examples, scored once with the base model (cached in the matrix store);
   3. for each of the M tasks: fine-tune (reused when finished), score the upstream examples,
      write the row ft_nll[i] (Z[i] = ft_nll[i] - base_nll), drop the fine-tuned weights unless
-     matrix.keep_models;
+     matrix.keep_models. With matrix.parallel_tasks = P > 1, the next P tasks that need a run
+     are fine-tuned at once in one compiled step (train/multitask.py), then scored one by one;
+     their fingerprints, files and rows are those of one-at-a-time runs;
   4. W/matrix/forgetting.npz from the finished rows, then the analysis and a report.
 
 Kill it at any moment and rerun the same command: finished rows, runs and base scores are reused
@@ -26,7 +28,8 @@ from jax.sharding import Mesh
 from forgetting_jax.data.records import Example
 from forgetting_jax.matrix.store import MatrixStore, upstream_fingerprint
 from forgetting_jax.models.loading import load_model, load_tokenizer
-from forgetting_jax.score.scorer import Scorer
+from forgetting_jax.score.scorer import Scorer, data_mesh
+from forgetting_jax.train.distributed import barrier
 from forgetting_jax.train.mesh import make_mesh
 from forgetting_jax.utils.fingerprint import fingerprint
 
@@ -81,13 +84,14 @@ def load_upstream(matrix: Any, tokenizer) -> list[Example]:
 
 
 def _scoring_mesh(train_mesh: Mesh) -> Mesh | None:
-    """Scoring is data-parallel over the training mesh's local devices (None: one device)."""
-    devices = [d for d in train_mesh.devices.flat if d.process_index == jax.process_index()]
-    return Mesh(np.array(devices), ("data",)) if len(devices) > 1 else None
+    """Scoring is data-parallel over the training mesh's devices, of every process (None: one
+    device); each process feeds and reads back the rows of its own devices."""
+    return data_mesh(list(train_mesh.devices.flat))
 
 
-def _score(model_dir: str, examples: Sequence[Example], matrix: Any, what: str,
-           mesh: Mesh | None) -> tuple[np.ndarray, np.ndarray]:
+def score_model(model_dir: str, examples: Sequence[Example], matrix: Any, what: str,
+                mesh: Mesh | None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean NLL [N], scored tokens [N]) of `examples` under the model in `model_dir` (matrix.dtype)."""
     config, params = load_model(model_dir, param_dtype=matrix.dtype, dtype=matrix.dtype)
     nll, count, stats = Scorer(config, params, mesh=mesh).score([e.pair for e in examples],
                                                        tokens_per_batch=int(matrix.tokens_per_batch))
@@ -100,27 +104,29 @@ def _is_main() -> bool:
     return jax.process_index() == 0
 
 
-def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, redo: Sequence[str] = (),
-                 analyze: bool = True) -> RunSummary:
-    """Builds (or completes) the forgetting matrix of `config` in `workdir`.
+@dataclasses.dataclass
+class Upstream:
+    """The base model and the upstream examples it scored: what every row of the matrix shares."""
 
-    tasks: the subset of config.data.tasks to run (default: all). redo: tasks whose row and
-    fine-tuning run are recomputed even when finished.
-    """
+    base: Any  # train.loop.BaseModel
+    examples: list[Example]
+    base_nll: np.ndarray  # [N]
+    scoring: dict  # the rows' share of their fingerprints: scoring dtype, upstream set
+    store: MatrixStore
+    mesh: Mesh
+    scoring_mesh: Mesh | None
+    base_scores_reused: bool
+    task_mesh: Mesh | None = None  # matrix.parallel_tasks > 1: the (task, data, fsdp, tensor) mesh
+
+
+def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Upstream:
+    """The base model (trained or imported when needed) and its scores of the upstream examples
+    (computed once, then read from W/matrix/base_nll.npz)."""
     from forgetting_jax.train import loop
 
-    started = time.perf_counter()
     matrix = config.matrix
-    from forgetting_jax.train.inputs import discover_tasks
-
-    all_tasks = list(config.data.tasks) or discover_tasks(config.data)
-    selected = list(tasks) if tasks else all_tasks
-    unknown = [t for t in list(selected) + list(redo) if t not in all_tasks]
-    if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)}; the config's tasks: {', '.join(all_tasks)}")
     store = MatrixStore(os.path.join(workdir, "matrix"))
-
-    mesh = make_mesh(config.mesh)
+    mesh = make_mesh(config.mesh) if mesh is None else mesh
     scoring_mesh = _scoring_mesh(mesh)
     base = loop.base_model(config, workdir, mesh)
     tokenizer = load_tokenizer(base.tokenizer_dir)
@@ -128,53 +134,108 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
     if not upstream:
         raise ValueError("no upstream examples: check matrix.upstream and matrix.upstream_path")
     example_ids = [e.id for e in upstream]
-    sources = [e.task for e in upstream]
     up_fp = upstream_fingerprint(example_ids, [e.ids for e in upstream])
     scoring = {"dtype": matrix.dtype, "upstream": up_fp}
-    summary = RunSummary(workdir, store.matrix_path, all_tasks, len(upstream))
-
     base_fp = fingerprint({"base": base.fingerprint, **scoring})
     cached = store.base(base_fp)
     if cached is not None:
-        base_nll = cached["nll"]
-        summary.base_scores_reused = True
         log.info("base scores of %d upstream examples reused", len(upstream))
+        base_nll = cached["nll"]
     else:
-        base_nll, count = _score(base.model_dir, upstream, matrix, "the base model", scoring_mesh)
+        base_nll, count = score_model(base.model_dir, upstream, matrix, "the base model", scoring_mesh)
         store.write_base(base_fp, example_ids, base_nll, count)
+    return Upstream(base, upstream, base_nll, scoring, store, mesh, scoring_mesh, cached is not None)
 
-    plans = {}
-    for position, task in enumerate(selected):
-        plan = plans[task] = loop.plan_finetune(config, workdir, task, base)
-        row_fp = fingerprint({"run": plan.fingerprint, **scoring})
-        if task in redo:
-            log.info("task %d/%d: %s: redoing its fine-tuning run and row", position + 1, len(selected), task)
-            _remove(store.row_path(task))
-            _remove(plan.run_dir)
-        elif store.row(task, row_fp) is not None:
-            summary.reused_rows.append(task)
-            log.info("task %d/%d: %s: row reused", position + 1, len(selected), task)
-            continue
-        elif plan.finished and not os.path.isdir(os.path.join(plan.run_dir, "model")):
+
+def scored_run(config: Any, workdir: str, up: Upstream, task: str, examples: Sequence[Example], store: MatrixStore,
+               key: str, scoring: dict, plan: Any | None = None, mixture: Any | None = None, redo: bool = False
+               ) -> tuple[np.ndarray, bool]:
+    """(mean NLL [n] of `examples` after fine-tuning on `task`, reused): read from `store` under
+    `key` when the fingerprint (the run's and `scoring`) matches; else fine-tune (with `mixture`;
+    a finished run that kept its model is reused), score and write them. redo: recompute both."""
+    from forgetting_jax.train import loop
+
+    plan = plan or loop.plan_finetune(config, workdir, task, up.base, mixture)
+    fp = fingerprint({"run": plan.fingerprint, **scoring})
+    if redo:
+        _remove(store.row_path(key))
+        _remove(plan.run_dir)
+    else:
+        row = store.row(key, fp)
+        if row is not None:
+            return row, True
+        if plan.finished and not os.path.isdir(os.path.join(plan.run_dir, "model")):
             _remove(plan.run_dir)  # finished before, its weights dropped since: train it again
-        log.info("task %d/%d: %s", position + 1, len(selected), task)
-        run = loop.finetune(config, workdir, task, base, mesh=mesh)
-        ft_nll, _ = _score(run.model_dir, upstream, matrix, f"the model fine-tuned on {task}", scoring_mesh)
-        store.write_row(task, row_fp, ft_nll)
-        summary.trained.append(task)
-        z = ft_nll - base_nll
+    run = loop.finetune(config, workdir, task, up.base, mesh=up.mesh, mixture=mixture)
+    what = f"the model fine-tuned on {task}" + ("" if mixture is None else f" ({mixture.label})")
+    nll, _ = score_model(run.model_dir, examples, config.matrix, what, up.scoring_mesh)
+    store.write_row(key, fp, nll)
+    if not config.matrix.keep_models:
+        _remove(run.model_dir)
+    return nll, False
+
+
+def task_row(config: Any, workdir: str, up: Upstream, task: str, plan: Any | None = None,
+             redo: bool = False) -> tuple[np.ndarray, bool]:
+    """(ft_nll [N], reused) of `task`: its finished row, or fine-tune (reusing a finished run that
+    kept its model), score the upstream examples and write the row. redo: recompute both."""
+    ft_nll, reused = scored_run(config, workdir, up, task, up.examples, up.store, task, up.scoring, plan, redo=redo)
+    if not reused:
+        z = ft_nll - up.base_nll
         log.info("task %s: row written; mean forgetting %+.4f, %.0f%% of upstream examples forgotten", task,
                  float(np.nanmean(z)), 100 * float(np.nanmean(z > 0)))
-        if not matrix.keep_models:
-            _remove(run.model_dir)
+    return ft_nll, reused
 
+
+def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, redo: Sequence[str] = (),
+                 analyze: bool = True, upstream: Upstream | None = None) -> RunSummary:
+    """Builds (or completes) the forgetting matrix of `config` in `workdir`.
+
+    tasks: the subset of config.data.tasks to run (default: all). redo: tasks whose row and
+    fine-tuning run are recomputed even when finished. upstream: `prepare_upstream`'s result when
+    the caller has it already.
+    """
+    from forgetting_jax.train import loop
+
+    from forgetting_jax.train.inputs import discover_tasks
+
+    started = time.perf_counter()
+
+    all_tasks = list(config.data.tasks) or discover_tasks(config.data)
+    selected = list(tasks) if tasks else all_tasks
+    unknown = [t for t in list(selected) + list(redo) if t not in all_tasks]
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; the config's tasks: {', '.join(all_tasks)}")
+
+    up = upstream or prepare_upstream(config, workdir)
+    store, upstream = up.store, up.examples
+    summary = RunSummary(workdir, store.matrix_path, all_tasks, len(upstream),
+                         base_scores_reused=up.base_scores_reused)
+
+    plans = {}
+    parallel = int(config.matrix.get("parallel_tasks", 1) or 1)
+    trained_ahead: set[str] = set()
+    for position, task in enumerate(selected):
+        if parallel > 1 and task not in trained_ahead:
+            trained_ahead |= _train_ahead(config, workdir, up, selected[position:], redo, plans, parallel)
+        plan = plans[task] = plans.get(task) or loop.plan_finetune(config, workdir, task, up.base)
+        what = f"task {position + 1}/{len(selected)}: {task}"
+        log.info("%s%s", what, ": redoing its fine-tuning run and row" if task in redo else "")
+        _, reused = task_row(config, workdir, up, task, plan, redo=task in redo and task not in trained_ahead)
+        if reused:
+            summary.reused_rows.append(task)
+            log.info("%s: row reused", what)
+        else:
+            summary.trained.append(task)
+
+    barrier("rows written")  # process 0 wrote the rows that every process reads next
     rows = {}
     for task in all_tasks:
-        plan = plans.get(task) or loop.plan_finetune(config, workdir, task, base)
-        row = store.row(task, fingerprint({"run": plan.fingerprint, **scoring}))
+        plan = plans.get(task) or loop.plan_finetune(config, workdir, task, up.base)
+        row = store.row(task, fingerprint({"run": plan.fingerprint, **up.scoring}))
         if row is not None:
             rows[task] = row
-    store.assemble(rows, base_nll, example_ids, sources)
+    store.assemble(rows, up.base_nll, [e.id for e in upstream], [e.task for e in upstream])
     summary.tasks = list(rows)
     log.info("matrix: %d of %d tasks x %d upstream examples -> %s", len(rows), len(all_tasks), len(upstream),
              store.matrix_path)
@@ -184,6 +245,36 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
         summary.report_path, summary.analysis = write_report(workdir, store.matrix_path, config)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _train_ahead(config: Any, workdir: str, up: Upstream, candidates: Sequence[str], redo: Sequence[str],
+                 plans: dict, parallel: int) -> set[str]:
+    """matrix.parallel_tasks > 1: fine-tunes the next `parallel` tasks of `candidates` that need a
+    run, all at once (train/multitask.py); their rows are then scored one by one as usual, from the
+    finished runs. Returns the tasks this looked at (they need no second look)."""
+    from forgetting_jax.train import loop, multitask
+
+    group, seen = [], set()
+    for task in candidates:
+        plan = plans[task] = plans.get(task) or loop.plan_finetune(config, workdir, task, up.base)
+        seen.add(task)
+        has_model = plan.finished and os.path.isdir(os.path.join(plan.run_dir, "model"))
+        if task in redo:
+            _remove(up.store.row_path(task))
+            _remove(plan.run_dir)
+        elif up.store.row(task, fingerprint({"run": plan.fingerprint, **up.scoring})) is not None or has_model:
+            continue
+        elif plan.finished:
+            _remove(plan.run_dir)  # finished before, its weights dropped since: train it again
+        group.append(task)
+        if len(group) == parallel:
+            break
+    if group:
+        if up.task_mesh is None:
+            up.task_mesh = multitask.make_task_mesh(config.mesh, int(config.matrix.get("task_submeshes", 1) or 1))
+        log.info("fine-tuning %s together", ", ".join(group))
+        multitask.finetune_group(config, workdir, group, up.base, up.task_mesh, parallel)
+    return seen
 
 
 def _remove(path: str) -> None:

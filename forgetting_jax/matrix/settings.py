@@ -11,6 +11,10 @@ matrix  upstream          demo: chunks of the bundled corpus; lm: language-model
         tokens_per_batch  token slots per compiled scoring call
         keep_models       keep each task's fine-tuned model after its row is written
         max_rank          largest rank of the SVD fits in the report
+        parallel_tasks    P: tasks fine-tuned at once in one compiled step (train/multitask.py);
+                          1: one task at a time
+        task_submeshes    T: with P > 1, the devices split into T sub-meshes (a `task` mesh axis),
+                          P / T tasks on each; 1: all P tasks on every device
 """
 
 from ml_collections import ConfigDict
@@ -19,5 +23,5 @@ from ml_collections import ConfigDict
 def matrix_defaults() -> ConfigDict:
     return ConfigDict(dict(
         upstream="demo", upstream_path="", num_upstream=2000, seed=0, max_length=1024, dtype="float32",
-        tokens_per_batch=16384, keep_models=False, max_rank=10,
+        tokens_per_batch=16384, keep_models=False, max_rank=10, parallel_tasks=1, task_submeshes=1,
     ))

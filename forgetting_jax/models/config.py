@@ -19,6 +19,7 @@ import numpy as np
 
 FAMILIES = ("llama", "mistral", "qwen2", "olmo", "olmo2", "gpt_neox")
 DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,7 @@ class ModelConfig:
     remat_policy: str = "none"  # none | full | dots | dots_no_batch
     scan_unroll: int = 1
     logits_chunks: int = 4  # the vocabulary projection runs over this many token chunks
+    attention_impl: str = "auto"  # auto | xla | cudnn (see models/attention.py)
     family_flags: tuple[tuple[str, Any], ...] = ()  # sorted (key, value) family-specific switches
 
     def __post_init__(self):
@@ -67,6 +69,8 @@ class ModelConfig:
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ConfigError(f"{name} {getattr(self, name)!r} is not one of {DTYPES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"attention_impl {self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
         if self.rotary_dim is not None and (self.rotary_dim % 2 or self.rotary_dim > self.head_dim):
             raise ConfigError(f"rotary_dim {self.rotary_dim} must be even and at most {self.head_dim}")
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from forgetting_jax.models.config import ModelConfig
-from forgetting_jax.models.layers import (Attention, Mlp, _param, attention_mask, dtype_of, make_norm,
+from forgetting_jax.models.layers import (Attention, Mlp, _param, attention_inputs, dtype_of, make_norm,
                                           rotary_tables)
 
 Array = jax.Array
@@ -30,17 +30,17 @@ class DecoderLayer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], mask: Array):
+    def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], attn_inputs: dict):
         c = self.config
         attn, mlp = Attention(c, name="attn"), Mlp(c, name="mlp")
         if c.post_norm:
-            h = x_BxLxD + make_norm(c, "post_attn_norm")(attn(x_BxLxD, cos_sin, mask))
+            h = x_BxLxD + make_norm(c, "post_attn_norm")(attn(x_BxLxD, cos_sin, attn_inputs))
             out = h + make_norm(c, "post_mlp_norm")(mlp(h))
         elif c.parallel_residual:
-            out = (x_BxLxD + attn(make_norm(c, "attn_norm")(x_BxLxD), cos_sin, mask)
+            out = (x_BxLxD + attn(make_norm(c, "attn_norm")(x_BxLxD), cos_sin, attn_inputs)
                    + mlp(make_norm(c, "mlp_norm")(x_BxLxD)))
         else:
-            h = x_BxLxD + attn(make_norm(c, "attn_norm")(x_BxLxD), cos_sin, mask)
+            h = x_BxLxD + attn(make_norm(c, "attn_norm")(x_BxLxD), cos_sin, attn_inputs)
             out = h + mlp(make_norm(c, "mlp_norm")(h))
         out = nn.with_logical_constraint(out, ("activation_batch", "activation_length", "activation_embed"))
         return out, None
@@ -64,7 +64,7 @@ class Decoder(nn.Module):
         x_BxLxD = jnp.take(embedding_VxD, tokens_BxL, axis=0).astype(dtype_of(c.dtype))
         x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("activation_batch", "activation_length", "activation_embed"))
         cos_sin = rotary_tables(c, positions_BxL)
-        mask = attention_mask(segment_ids_BxL, positions_BxL, c.sliding_window)
+        attn_inputs = attention_inputs(c, segment_ids_BxL, positions_BxL)
 
         layer = DecoderLayer
         if c.remat_policy != "none":
@@ -78,7 +78,7 @@ class Decoder(nn.Module):
             unroll=c.scan_unroll,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(c, name="layers")
-        x_BxLxD, _ = layers(x_BxLxD, cos_sin, mask)
+        x_BxLxD, _ = layers(x_BxLxD, cos_sin, attn_inputs)
         x_BxLxD = make_norm(c, "final_norm")(x_BxLxD)
         if not c.tie_embeddings:
             _param(self, "lm_head", (c.hidden_size, c.vocab_size), ("embed", "vocab"),

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from forgetting_jax.models.attention import attend, attention_inputs, attention_mask  # noqa: F401 (re-exported)
 from forgetting_jax.models.config import ModelConfig
 
 Array = jax.Array
@@ -113,25 +114,14 @@ def apply_rotary(x_BxLxNxH: Array, cos_BxLxR: Array, sin_BxLxR: Array) -> Array:
     return out.astype(dtype)
 
 
-def attention_mask(segment_ids_BxL: Array, positions_BxL: Array, sliding_window: int | None) -> Array:
-    """Boolean [B, 1, L, L]: causal, within one segment (padding, segment 0, sees only padding)."""
-    same = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
-    idx = jnp.arange(segment_ids_BxL.shape[1])
-    causal = idx[:, None] >= idx[None, :]
-    mask = same & causal[None]
-    if sliding_window is not None:
-        delta = positions_BxL[:, :, None] - positions_BxL[:, None, :]
-        mask = mask & (delta < sliding_window)
-    return mask[:, None]
-
-
 class Attention(nn.Module):
-    """Grouped-query self-attention with rotary embeddings and exact segment masks."""
+    """Grouped-query self-attention with rotary embeddings and exact segment masks; the kernel
+    (XLA or cuDNN) is `config.attention_impl`, resolved by `models.attention`."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], mask_Bx1xLxL: Array) -> Array:
+    def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], attn_inputs: dict) -> Array:
         c = self.config
         D, N, K, H = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
         q = Dense(c, (D,), (N, H), ("embed",), ("heads", "head_dim"), c.qkv_bias, name="q")(x_BxLxD)
@@ -145,7 +135,7 @@ class Attention(nn.Module):
         q = apply_rotary(q, *cos_sin)
         k = apply_rotary(k, *cos_sin)
         q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", None))
-        out_BxLxNxH = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxL, scale=H ** -0.5)
+        out_BxLxNxH = attend(q, k, v, attn_inputs, scale=H ** -0.5)
         return Dense(c, (N, H), (D,), ("heads", "head_dim"), ("embed",), c.out_bias, name="o")(out_BxLxNxH)
 
 

@@ -6,6 +6,11 @@ batch is padded with empty rows, so every call has the same shape and nothing re
 the first batch. The step returns per-(row, segment) sums of fp32 NLL and scored-token counts
 [R, S]; the host maps them back to examples. Batches are built on a host thread ahead of the
 device, and results are fetched one batch behind, so the device never waits on Python.
+
+On a mesh that spans several processes (multi-host), every process plans the same batches but
+builds and feeds only the rows its own devices hold, reads back only those rows' results, and
+the per-example results are combined across processes once at the end: every process returns
+the whole [N] result.
 """
 
 import concurrent.futures
@@ -140,21 +145,50 @@ class ScoreStats:
         return self.real_tokens / max(self.seconds, 1e-9)
 
 
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
+    """A 1-D ("data",) mesh over `devices` (default: every device of every process); None for one."""
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.array(devices), ("data",)) if len(devices) > 1 else None
+
+
+def _put(value, sharding: NamedSharding, dtype) -> jax.Array:
+    """A host or device array placed as `sharding` says (also on meshes spanning processes)."""
+    if isinstance(value, jax.Array) and value.is_fully_addressable and sharding.is_fully_addressable:
+        return jax.device_put(value.astype(dtype), sharding)
+    host = np.asarray(value).astype(dtype)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _combine_processes(gathered: list[np.ndarray], stats: "ScoreStats") -> tuple[list[np.ndarray], "ScoreStats"]:
+    """Per-example results of every process (each example was scored by exactly one), summed."""
+    from jax.experimental import multihost_utils
+
+    counts = np.array([stats.examples, stats.real_tokens, stats.slot_tokens], np.int32)
+    everything = multihost_utils.process_allgather(([g.astype(np.float32) for g in gathered], counts))
+    gathered = [np.asarray(g, np.float64).sum(axis=0) for g in everything[0]]
+    totals = np.asarray(everything[1], np.int64).sum(axis=0)
+    stats.examples, stats.real_tokens, stats.slot_tokens = (int(t) for t in totals)
+    return gathered, stats
+
+
 class Scorer:
     """Scores lists of examples with one model's weights; steps are compiled once per
     (config, shape) and shared by every Scorer.
 
     params: the parameter tree (numpy or jax arrays) in `config.param_dtype`.
-    mesh: optional; rows are split over its `data` axis, parameters are replicated.
+    mesh: optional; rows are split over its `data` axis, parameters are replicated. The mesh may
+    span several processes: each then feeds and reads back only its own devices' rows.
     """
 
     def __init__(self, config: ModelConfig, params, mesh: Mesh | None = None):
         self.config = config
         self.mesh = mesh
         dtype = jnp.dtype(config.param_dtype)
+        self._multiprocess = mesh is not None and any(d.process_index != jax.process_index()
+                                                      for d in mesh.devices.flat)
         if mesh is not None:
             replicated = NamedSharding(mesh, P())
-            self.params = jax.tree.map(lambda x: jax.device_put(jnp.asarray(x, dtype), replicated), params)
+            self.params = jax.tree.map(lambda x: _put(x, replicated, dtype), params)
             self._row_sharding = NamedSharding(mesh, P("data"))
         else:
             self.params = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
@@ -167,11 +201,46 @@ class Scorer:
     def compiled_step(self, shape: ScoreShape, kind: str = "nll") -> Callable:
         return compiled_step(self.config, shape, kind, self.mesh)
 
+    def local_rows(self, rows_per_batch: int) -> np.ndarray:
+        """Positions (within a batch) of the rows this process's devices hold, ascending."""
+        if not self._multiprocess:
+            return np.arange(rows_per_batch)
+        held = self._row_sharding.addressable_devices_indices_map((rows_per_batch, 1))
+        return np.unique(np.concatenate([np.arange(rows_per_batch)[index[0]] for index in held.values()]))
+
     def _batches(self, examples: Sequence[Example], shape: ScoreShape, rows: list[list[int]]
                  ) -> Iterator[PackedRows]:
+        local = self.local_rows(shape.rows_per_batch)
         for start in range(0, len(rows), shape.rows_per_batch):
-            yield materialize_rows(examples, rows[start:start + shape.rows_per_batch], shape.row_length,
-                                   shape.max_segments, num_rows=shape.rows_per_batch)
+            batch_rows = rows[start:start + shape.rows_per_batch]
+            if self._multiprocess:
+                batch_rows = [batch_rows[i] if i < len(batch_rows) else [] for i in local]
+            yield materialize_rows(examples, batch_rows, shape.row_length, shape.max_segments,
+                                   num_rows=len(local))
+
+    def _put_rows(self, array: np.ndarray, rows_per_batch: int, local: np.ndarray) -> jax.Array:
+        """This process's rows [len(local), ...] of a batch as the global [R, ...] array."""
+        if not self._multiprocess:
+            return jax.device_put(array, self._row_sharding)
+        where = {int(row): i for i, row in enumerate(local)}
+        shape = (rows_per_batch,) + array.shape[1:]
+
+        def piece(index):
+            rows = np.arange(rows_per_batch)[index[0]]
+            return array[[where[int(r)] for r in rows]][(slice(None),) + tuple(index[1:])]
+
+        return jax.make_array_from_callback(shape, self._row_sharding, piece)
+
+    def _read_rows(self, out: jax.Array, local: np.ndarray) -> np.ndarray:
+        """The rows of a step output that this process holds, [len(local), ...], in `local` order."""
+        if not self._multiprocess:
+            return np.asarray(out)
+        where = {int(row): i for i, row in enumerate(local)}
+        result = np.zeros((len(local),) + out.shape[1:], out.dtype)
+        for shard in out.addressable_shards:
+            rows = np.arange(out.shape[0])[shard.index[0]]
+            result[[where[int(r)] for r in rows]] = np.asarray(shard.data)
+        return result
 
     def _run(self, kind: str, examples: Sequence[Example], shape: ScoreShape | None, tokens_per_batch: int,
              progress: Callable[[ScoreStats], None] | None) -> tuple[list[np.ndarray], ScoreStats]:
@@ -186,11 +255,12 @@ class Scorer:
         gathered: list[np.ndarray] = []
         stats = ScoreStats(shape=shape)
         start = time.perf_counter()
+        local = self.local_rows(shape.rows_per_batch)
 
         def collect(batch: PackedRows, outputs) -> None:
             held = batch.example_index >= 0
             for k, out in enumerate(outputs):
-                out = np.asarray(out)
+                out = self._read_rows(out, local)
                 if len(gathered) <= k:
                     gathered.append(np.zeros((len(examples),) + out.shape[2:], np.float64))
                 gathered[k][batch.example_index[held]] = out[held]
@@ -210,13 +280,15 @@ class Scorer:
                 next_batch = pool.submit(next, batches, None)
                 arrays = (batch.tokens, batch.targets, batch.loss_mask, batch.segment_ids, batch.positions)
                 if self._row_sharding is not None:
-                    arrays = tuple(jax.device_put(a, self._row_sharding) for a in arrays)
+                    arrays = tuple(self._put_rows(a, shape.rows_per_batch, local) for a in arrays)
                 outputs = step(self.params, *arrays)  # dispatched asynchronously
                 if pending is not None:
                     collect(*pending)  # the previous batch's results, while this one runs
                 pending = (batch, outputs)
             if pending is not None:
                 collect(*pending)
+        if self._multiprocess:
+            gathered, stats = _combine_processes(gathered, stats)
         stats.seconds = time.perf_counter() - start
         return gathered, stats
 

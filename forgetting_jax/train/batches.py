@@ -65,20 +65,26 @@ class ExampleBatches:
             self._order = (epoch, order)
         return self._order[1]
 
-    def step_examples(self, step: int) -> list[int]:
+    def stream(self, first: int, count: int) -> list[int]:
+        """Example indices at positions [first, first + count) of the epoch-ordered stream."""
         n = len(self.examples)
-        first = step * self.settings.batch_size
         out = []
-        for g in range(first, first + self.settings.batch_size):
+        for g in range(first, first + count):
             epoch, position = divmod(g, n)
             out.append(int(self._epoch_order(epoch)[position]))
         return out
 
+    def step_examples(self, step: int) -> list[int]:
+        return self.stream(step * self.settings.batch_size, self.settings.batch_size)
+
     def batch(self, step: int) -> PackedRows:
-        chosen = [self.examples[i] for i in self.step_examples(step)]
-        s = self.settings
-        rows = first_fit_decreasing([len(ids) for ids, _ in chosen], s.row_length, s.max_segments)
-        return materialize_rows(chosen, rows, s.row_length, s.max_segments, num_rows=self.capacity)
+        return pack_step([self.examples[i] for i in self.step_examples(step)], self.settings, self.capacity)
+
+
+def pack_step(chosen: Sequence[tuple[np.ndarray, np.ndarray]], settings: BatchSettings, num_rows: int) -> PackedRows:
+    """One step's examples packed into `num_rows` rows (first-fit decreasing; empty rows at the end)."""
+    rows = first_fit_decreasing([len(ids) for ids, _ in chosen], settings.row_length, settings.max_segments)
+    return materialize_rows(chosen, rows, settings.row_length, settings.max_segments, num_rows=num_rows)
 
 
 class RowBatches:

@@ -11,6 +11,7 @@ A finished artefact directory gets `fingerprint.json` last: {"fingerprint", "inp
 presence with the expected fingerprint is what "finished" means; nothing else is trusted.
 """
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -33,9 +34,12 @@ class RunCheckpoints:
         if select_best:
             policies.append(checkpoint_managers.BestN(get_metric_fn=lambda m: -m["val_loss"], n=1,
                                                       keep_checkpoints_without_metrics=False))
+        # Barrier names unique to this run: several runs may save at once (tasks trained together).
+        prefix = hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:12]
         options = ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=async_save, create=True)
+            enable_async_checkpointing=async_save, create=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix))
         self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                              item_names=("state", "meta"))
 

@@ -4,7 +4,9 @@ Entry points (all in-process; compiled steps are cached, so many tasks of one sh
   base_model(config, workdir)          -> BaseModel   model.base: hf (import model.hf_dir) | pretrain
   pretrain(config, workdir)            -> BaseModel   next-token loss on every token of corpus chunks,
                                                       from random weights or from model.hf_dir
-  finetune(config, workdir, task, base) -> RunResult  loss on response tokens; best by validation
+  finetune(config, workdir, task, base) -> RunResult  loss on response tokens; best by validation;
+                                                      optionally with other examples mixed into its
+                                                      batches (a `mixture`: replay/mixture.py)
 
 Workspace layout (W = workdir; <fp> = the fingerprint of everything that changes the result):
   W/base/<fp>/                 a base model
@@ -31,6 +33,7 @@ not part of the fingerprint.
 """
 
 import collections
+import copy
 import dataclasses
 import functools
 import logging
@@ -50,6 +53,7 @@ from forgetting_jax.models.loading import load_tokenizer
 from forgetting_jax.train import checkpoints as ckpt_lib
 from forgetting_jax.train import lora as lora_lib
 from forgetting_jax.train.batches import BatchSettings, eval_batches, iterate, make_batches
+from forgetting_jax.train.distributed import barrier
 from forgetting_jax.train.inputs import corpus_examples, examples_fingerprint, task_examples
 from forgetting_jax.train.mesh import batch_parallelism, describe, make_mesh
 from forgetting_jax.train.metrics import MetricsLog, peak_flops_per_device
@@ -99,7 +103,8 @@ def runtime_model_config(model: Any, arch: ModelConfig) -> ModelConfig:
     """`arch` with the config's compute settings (they change speed and memory, not the model)."""
     return arch.replace(param_dtype=model.param_dtype, dtype=model.dtype, remat_policy=model.remat_policy,
                         scan_unroll=1 if model.scan_layers else arch.num_layers,
-                        logits_chunks=int(model.logits_chunks))
+                        logits_chunks=int(model.logits_chunks),
+                        attention_impl=model.get("attention_impl", "auto"))
 
 
 def result_settings(tc: Any) -> dict:
@@ -193,6 +198,8 @@ class _Job:
     peak_flops: float | None  # all devices together
     select_best: bool  # the result is the lowest-validation-loss step (else the last step)
     on_step: Callable[[int], None] | None = None
+    # (step, trainable parameters after `step` steps): for the starting state and after every step
+    after_step: Callable[[int, Any], None] | None = None
 
 
 def _evaluate(job: _Job, trainable: Any) -> float:
@@ -216,6 +223,8 @@ def _execute(job: _Job) -> tuple[Any, dict]:
     else:
         state = job.steps.init_state(job.init_trainable())
         meta = {"best_step": None, "best_val_loss": None}
+    if job.after_step is not None:
+        job.after_step(start, state.params)
     metrics = MetricsLog(os.path.join(job.run_dir, "metrics.jsonl"), start)
     if start == 0 and evaluating:
         metrics.write({"step": 0, "val_loss": _evaluate(job, state.params), "best": False})
@@ -281,6 +290,8 @@ def _execute(job: _Job) -> tuple[Any, dict]:
                 clock[0] = time.perf_counter()
             if job.on_step is not None:
                 job.on_step(done)
+            if job.after_step is not None:
+                job.after_step(done, state.params)
         while pending:
             emit(pending.popleft())
         checkpoints.wait()
@@ -310,6 +321,7 @@ def _finish(directory: str, fp: str, inputs: dict, keep_checkpoints: bool, **ext
     checkpoints = os.path.join(directory, "checkpoints")
     if not keep_checkpoints and _is_main() and os.path.isdir(checkpoints):
         shutil.rmtree(checkpoints, ignore_errors=True)
+    barrier(f"finished {fp}")  # the other processes read what process 0 just wrote
 
 
 def _peak(mesh: Mesh, tc: Any) -> float | None:
@@ -425,7 +437,7 @@ def pretrain(config: Any, workdir: str, mesh: Mesh | None = None, on_step: Calla
     data = corpus_examples(pc, tokenizer, int(pc.row_length))
     _check_tokens(data, arch.vocab_size, "corpus")
     arch_fields = {k: v for k, v in dataclasses.asdict(arch).items()
-                   if k not in ("dtype", "remat_policy", "scan_unroll", "logits_chunks")}
+                   if k not in ("dtype", "remat_policy", "scan_unroll", "logits_chunks", "attention_impl")}
     inputs = {"kind": "pretrain", "version": FORMAT_VERSION, "model": arch_fields,
               "init": start_from.fingerprint if start_from is not None else "random",
               "tokenizer": file_fingerprint(tokenizer_dir), "train_data": examples_fingerprint(data["train"]),
@@ -493,9 +505,25 @@ class FinetunePlan:
         return ckpt_lib.is_finished(self.run_dir, self.fingerprint)
 
 
-def plan_finetune(config: Any, workdir: str, task: str, base: BaseModel) -> FinetunePlan:
-    """The fingerprint and run directory of fine-tuning `base` on `task` with config.train."""
-    tc = config.train
+def mixed_settings(tc: Any, mixture: Any | None) -> Any:
+    """config.train of a run with `mixture` mixed in: its optimizer steps are the mixture's."""
+    if mixture is None:
+        return tc
+    if tc.batching != "examples":
+        raise ValueError("a mixture of examples needs train.batching='examples'")
+    tc = copy.deepcopy(tc)
+    tc.steps = int(mixture.total_steps(int(tc.steps)))
+    return tc
+
+
+def plan_finetune(config: Any, workdir: str, task: str, base: BaseModel, mixture: Any | None = None
+                  ) -> FinetunePlan:
+    """The fingerprint and run directory of fine-tuning `base` on `task` with config.train.
+
+    mixture: other examples mixed into the batches (see `finetune`); its `inputs` are part of the
+    fingerprint, so a run with a mixture never shares its directory with a plain run.
+    """
+    tc = mixed_settings(config.train, mixture)
     _check_lengths(tc, int(config.data.max_length), f"task {task}")
     tokenizer = _tokenizer(base.tokenizer_dir)
     data = task_examples(config.data, task, tokenizer)
@@ -504,21 +532,30 @@ def plan_finetune(config: Any, workdir: str, task: str, base: BaseModel) -> Fine
               "train_data": examples_fingerprint(data["train"]),
               "validation_data": examples_fingerprint(data["validation"]),
               "train": result_settings(tc), "compute_dtype": config.model.dtype}
+    if mixture is not None:
+        inputs["mixture"] = mixture.inputs
     fp = fingerprint(inputs)
     return FinetunePlan(task, fp, task_run_dir(workdir, task, fp), inputs, data)
 
 
 def finetune(config: Any, workdir: str, task: str, base: BaseModel | None = None, mesh: Mesh | None = None,
-             on_step: Callable[[int], None] | None = None) -> RunResult:
+             on_step: Callable[[int], None] | None = None, mixture: Any | None = None) -> RunResult:
     """Fine-tunes the base model on `task` (config.train), or reuses the finished identical run.
 
     base: the result of `base_model` (computed when None). on_step(step) runs after every step.
+    mixture: other examples in the task's batches (replay/mixture.py `ReplayMixture`), an object with
+      inputs                      JSON-able: what the mixture adds to the run's fingerprint
+      total_steps(steps)          the run's optimizer steps, given train.steps
+      batches(examples, settings, run_dir)  per-step batches (`.batch(step) -> PackedRows`) of the
+                                  task's train examples with the others mixed in
+      after_step(step, params_fn) called with the starting step (fresh or resumed) and after every
+                                  step; params_fn() gives the model parameters after `step` steps
     """
     started = time.perf_counter()
-    tc = config.train
+    tc = mixed_settings(config.train, mixture)
     mesh = make_mesh(config.mesh) if mesh is None else mesh
     base = base_model(config, workdir, mesh) if base is None else base
-    plan = plan_finetune(config, workdir, task, base)
+    plan = plan_finetune(config, workdir, task, base, mixture)
     fp, run_dir, inputs, data = plan.fingerprint, plan.run_dir, plan.inputs, plan.examples
     record = ckpt_lib.read_fingerprint(run_dir)
     if record is not None and record.get("fingerprint") == fp:
@@ -548,17 +585,26 @@ def finetune(config: Any, workdir: str, task: str, base: BaseModel | None = None
 
         def init_trainable():
             return jax.device_put(factors, steps.trainable_shardings)
-    log.info("fine-tuning on task %s: %d train / %d validation examples, %s, %d steps on %s; run in %s", task,
-             len(data["train"]), len(data["validation"]), tc.method, tc.steps, describe(mesh), run_dir)
+    log.info("fine-tuning on task %s: %d train / %d validation examples%s, %s, %d steps on %s; run in %s", task,
+             len(data["train"]), len(data["validation"]), "" if mixture is None else f" ({mixture.describe()})",
+             tc.method, tc.steps, describe(mesh), run_dir)
     trainable_fraction = 1.0 if lora is None else lora_lib.trainable_count(factors) / model_config.num_params
+    if mixture is None:
+        batches, after_step = make_batches(data["train"], batch_settings), None
+    else:
+        batches = mixture.batches(data["train"], batch_settings, run_dir)
+
+        def after_step(done: int, trainable: Any) -> None:
+            full = (lambda: trainable) if lora is None else (lambda: lora_lib.merge(frozen["base"], trainable, lora))
+            mixture.after_step(done, full)
     job = _Job(name=f"finetune {task}", run_dir=run_dir, steps=steps, frozen=frozen, init_trainable=init_trainable,
-               batches=make_batches(data["train"], batch_settings), total_steps=int(tc.steps),
+               batches=batches, total_steps=int(tc.steps),
                eval_batches=(eval_batches(data["validation"], settings.eval_rows, settings.row_length,
                                           int(tc.max_segments), steps.eval_batch_sharding)
                              if tc.eval_every and data["validation"] else None),
                eval_every=int(tc.eval_every), save_every=int(tc.save_every), log_every=int(tc.log_every),
                flops_per_token=flops_per_token(model_config, settings.row_length, trainable_fraction),
-               peak_flops=_peak(mesh, tc), select_best=True, on_step=on_step)
+               peak_flops=_peak(mesh, tc), select_best=True, on_step=on_step, after_step=after_step)
     params, meta = _execute(job)
     if lora is not None:
         params = lora_lib.merge(frozen["base"], params, lora)

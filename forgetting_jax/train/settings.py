@@ -18,6 +18,7 @@ model     base            hf: the base is model.hf_dir, imported; pretrain: the 
           remat_policy    none | full | dots | dots_no_batch (activation checkpointing per layer)
           scan_layers     True: one compiled layer body scanned over depth; False: unrolled
           logits_chunks   token chunks of the vocabulary projection
+          attention_impl  auto | xla | cudnn (models/attention.py; auto: cuDNN on GPUs where it applies)
 mesh      data, fsdp, tensor   sizes; -1 fills the devices the others leave
           num_devices     use the first N devices (-1: all)
 data      source          demo | files   (see train/inputs.py)
@@ -28,12 +29,19 @@ train     fine-tuning (`forgetting-jax finetune`); see `train_defaults`
 matrix    the upstream examples and how they are scored (see matrix/settings.py)
 pretrain  pre-training (`forgetting-jax pretrain`): train_defaults plus corpus, max_examples,
           validation_fraction, max_validation
+replay    the replay experiment (`forgetting-jax replay`; see replay/settings.py)
+distributed  joining the processes of a multi-host run (see train/distributed.py): mode
+          (auto | on | off), coordinator_address, num_processes, process_id, local_device_ids,
+          initialization_timeout, cpu_collectives
+runtime   compilation_cache (auto | on | off | DIR), cache_min_compile_seconds, xla_flags
 """
 
 from ml_collections import ConfigDict
 from ml_collections.config_dict import placeholder
 
 from forgetting_jax.matrix.settings import matrix_defaults
+from forgetting_jax.train.distributed import distributed_defaults, runtime_defaults
+from forgetting_jax.replay.settings import replay_defaults
 from forgetting_jax.train.lora import TARGETS
 
 # The 24 demo tasks the demo experiment fine-tunes on (of the suite's 33; `data.demo.tasks`).
@@ -87,6 +95,7 @@ def default_config() -> ConfigDict:
         family="llama", vocab_size=0, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=4, head_dim=32,
         mlp_dim=512, max_position_embeddings=4096, rope_theta=10000.0, tie_embeddings=False, norm_eps=1e-6,
         param_dtype="float32", dtype="bfloat16", remat_policy="none", scan_layers=True, logits_chunks=4,
+        attention_impl="auto",
     ))
     config.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=-1))
     config.data = ConfigDict(dict(
@@ -100,4 +109,7 @@ def default_config() -> ConfigDict:
         lr=1e-3, steps=1000, warmup_steps=100, batching="rows", batch_size=8, micro_rows=8, weight_decay=0.01,
         eval_every=0, corpus=placeholder(str), max_examples=0, validation_fraction=0.0, max_validation=200,
         keep_checkpoints=False))
+    config.replay = replay_defaults()
+    config.distributed = distributed_defaults()
+    config.runtime = runtime_defaults()
     return config

@@ -1,0 +1,177 @@
+"""Replay strategies: which upstream examples a run replays, as a schedule of the sampler.
+
+  none              no replay (plain fine-tuning; the run that also gives the task's true row)
+  random            every pool example equally likely
+  predicted:METHOD  softmax(predicted / T): the task's row completed by METHOD (predict/methods.py)
+                    from k observed entries of its true row, with the matrix's rows as training rows
+  ground_truth      softmax(true / T): the oracle, the task's true row
+  online:METHOD     random for the first `online_fraction` of the steps; at that step the model
+                    scores k pool examples, their forgetting (NLL now - NLL of the base model)
+                    completes the row, and the rest of the run replays by prediction, never an
+                    example it replayed already
+  top:STRATEGY      STRATEGY's scores, highest first, without sampling
+
+The pool is every upstream example with a base score, minus the held-out set: held-out examples
+have logit -inf in every strategy, so they are never replayed.
+"""
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from forgetting_jax.analysis.chunks import ColumnChunks
+from forgetting_jax.predict.methods import Batch, CompletionConfig
+from forgetting_jax.predict.protocol import draw_columns, pair_keys
+from forgetting_jax.predict.registry import BASELINES, COMPLETION, build_methods
+from forgetting_jax.replay.mixture import replay_positions
+from forgetting_jax.replay.sampler import ReplaySchedule, replay_logits
+from forgetting_jax.utils.fingerprint import fingerprint
+from forgetting_jax.utils.io import write_npz
+
+log = logging.getLogger("forgetting_jax.replay")
+
+KINDS = ("none", "random", "predicted", "ground_truth", "online")
+PROBE_FILE = "replay_probe.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    name: str  # as configured, e.g. "top:predicted:als"
+    kind: str  # one of KINDS
+    method: str | None = None  # completion method of predicted and online
+    top: bool = False
+
+    @property
+    def weighted(self) -> bool:
+        return self.kind in ("predicted", "ground_truth", "online")
+
+
+def parse_strategy(name: str) -> Strategy:
+    """A strategy from its name (see the module docstring); ValueError names what is wrong."""
+    top = name.startswith("top:")
+    parts = (name[4:] if top else name).split(":")
+    kind, method = parts[0], (parts[1] if len(parts) > 1 else None)
+    methods = [m for m in COMPLETION + BASELINES if m != "rep_sim"]
+    if kind not in KINDS or len(parts) > 2:
+        raise ValueError(f"replay strategy {name!r}: not one of none, random, predicted:METHOD, ground_truth, "
+                         "online:METHOD (optionally prefixed with top:)")
+    if kind in ("predicted", "online"):
+        if method not in methods:
+            raise ValueError(f"replay strategy {name!r}: {kind} needs a method, one of {', '.join(methods)}")
+    elif method is not None:
+        raise ValueError(f"replay strategy {name!r}: {kind} takes no method")
+    if top and kind in ("none", "random"):
+        raise ValueError(f"replay strategy {name!r}: top: needs scores (predicted, ground_truth or online)")
+    return Strategy(name, kind, method, top)
+
+
+def task_code(task: str) -> int:
+    """A stable 31-bit integer of a task name (the task's share of every seed)."""
+    return int(fingerprint(task, 8), 16) & 0x7FFFFFFF
+
+
+def observed_columns(truth_BxN: np.ndarray, pool_N: np.ndarray, k: int, seed: int, tasks: Sequence[str]) -> np.ndarray:
+    """k pool columns with a finite true value per task [B, k], drawn uniformly (predict.protocol)."""
+    codes = np.asarray([task_code(t) for t in tasks])
+    keys = pair_keys(seed, np.zeros(len(tasks), np.int64), codes)
+    out = []
+    for key, truth in zip(keys, truth_BxN):
+        valid = pool_N & np.isfinite(truth)
+        if valid.sum() < k:
+            raise ValueError(f"replay.k={k} observed entries, but the pool has only {int(valid.sum())} scored examples")
+        out.append(np.asarray(draw_columns(key, jax.numpy.asarray(valid), k)))
+    return np.stack(out).astype(np.int64)
+
+
+class Completer:
+    """Completes new rows from k observed entries with the matrix's rows as training rows: each
+    method fitted once (predict/methods.py), then folded in per batch of rows."""
+
+    def __init__(self, z_train_MxN: np.ndarray, config: CompletionConfig, seed: int):
+        self.chunks = ColumnChunks(np.asarray(z_train_MxN, np.float32))
+        self.config, self.seed = config, seed
+        self._fitted: dict[str, tuple[Any, Any]] = {}
+
+    def complete(self, method: str, obs_idx_BxK: np.ndarray, obs_val_BxK: np.ndarray, tasks: Sequence[str]
+                 ) -> np.ndarray:
+        """Predicted rows [B, N] of the tasks whose observed entries are given."""
+        if method not in self._fitted:
+            built = build_methods([method], self.config)[method]
+            self._fitted[method] = (built, built.fit(self.chunks))
+        built, state = self._fitted[method]
+        b = len(tasks)
+        keys = pair_keys(self.seed, np.zeros(b, np.int64), np.asarray([task_code(t) for t in tasks]))
+        batch = Batch(np.zeros(b, np.int64), keys, jax.numpy.asarray(obs_idx_BxK, jax.numpy.int32),
+                      jax.numpy.asarray(obs_val_BxK, jax.numpy.float32))
+        return np.asarray(built.complete(state, batch, self.chunks), np.float64)
+
+
+class OnlineSchedule:
+    """Random replay for the slots of the first `switch_step` steps, then replay by the row that
+    `probe(params_fn)` predicts from the model after `switch_step` steps; the examples replayed
+    before are skipped by the first pass after the switch.
+
+    The prediction is written to run_dir/replay_probe.npz before the next step runs, so a run
+    resumed after the switch replays what an uninterrupted run replays. `take` waits (on the
+    batch thread) until the prediction exists.
+    """
+
+    def __init__(self, random: ReplaySchedule, switch_step: int, probe: Callable[[Callable[[], Any]], dict],
+                 temperature: float, allowed_N: np.ndarray, seed: Sequence[int], top: bool):
+        self.random, self.switch_step, self.probe = random, int(switch_step), probe
+        self.temperature, self.allowed_N, self.seed, self.top = temperature, allowed_N, list(seed), top
+        self.first_slot = 0
+        self.path: str | None = None
+        self.predicted: ReplaySchedule | None = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+
+    def bind(self, run_dir: str, ratio, batch_size: int) -> None:
+        replay, index = replay_positions(0, self.switch_step * batch_size, ratio)
+        self.first_slot = int(replay.sum())
+        self.path = os.path.join(run_dir, PROBE_FILE)
+        self.predicted, self.error = None, None
+        self._ready.clear()
+        if os.path.isfile(self.path):
+            with np.load(self.path) as data:
+                self._switch(data["predicted"])
+
+    def _switch(self, predicted_N: np.ndarray) -> None:
+        logits = replay_logits(predicted_N, self.temperature, self.allowed_N)
+        replayed = self.random.take(np.arange(self.first_slot))
+        self.predicted = ReplaySchedule(logits, self.seed + [1], self.top, exclude=replayed)
+        self._ready.set()
+
+    def after_step(self, step: int, params_fn: Callable[[], Any]) -> None:
+        if self.predicted is not None or step < self.switch_step:
+            return
+        if step > self.switch_step:
+            raise RuntimeError(f"{self.path}: missing, and the run is past step {self.switch_step} where it is "
+                               "written; delete the run directory to start the run again")
+        try:
+            probe = self.probe(params_fn)
+            if jax.process_index() == 0:
+                write_npz(self.path, **probe)
+            self._switch(probe["predicted"])
+        except BaseException as err:
+            self.error = err
+            self._ready.set()
+            raise
+
+    def take(self, slots: np.ndarray) -> np.ndarray:
+        slots = np.asarray(slots, np.int64)
+        early = slots < self.first_slot
+        out = np.zeros(slots.shape, np.int64)
+        if early.any():
+            out[early] = self.random.take(slots[early])
+        if (~early).any():
+            self._ready.wait()
+            if self.error is not None:
+                raise RuntimeError("the online replay prediction failed") from self.error
+            out[~early] = self.predicted.take(slots[~early] - self.first_slot)
+        return out

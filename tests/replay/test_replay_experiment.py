@@ -1,0 +1,109 @@
+"""`forgetting-jax replay` end to end on a micro demo (3 matrix tasks, 2 test tasks, N = 50): every
+strategy runs, held-out examples never enter a batch, results, table, figure and the report
+section are written, and a second run reuses every run."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from forgetting_jax.replay import mixture as mixture_lib
+from forgetting_jax.replay.experiment import run_replay, split_upstream
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEST_TASKS = ("divide", "to_hex")
+STRATEGIES = ("none", "random", "predicted:additive", "ground_truth", "online:additive")
+
+
+def micro_config():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_config", os.path.join(ROOT, "configs", "demo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.model.update(dict(hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=2, mlp_dim=128))
+    config.data.tasks = ("add", "uppercase", "parity")
+    config.matrix.num_upstream = 50
+    config.pretrain.update(dict(steps=12, batch_size=4, micro_rows=4, max_examples=400))
+    config.train.update(dict(steps=6, eval_every=3, log_every=3))
+    config.replay.update(dict(test_tasks=TEST_TASKS, strategies=STRATEGIES, ratio=0.25, k=5, num_heldout=15,
+                              online_fraction=0.3))
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("replay"))
+    replayed = []
+    step_slots = mixture_lib.MixedBatches.step_slots
+
+    def recording(self, step):
+        replay, index = step_slots(self, step)
+        replayed.extend(index[replay].tolist())
+        return replay, index
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mixture_lib.MixedBatches, "step_slots", recording)
+        results = run_replay(micro_config(), workdir)
+    return workdir, results, replayed
+
+
+def test_every_strategy_runs_and_the_results_are_reported(finished):
+    workdir, results, _ = finished
+    assert results["tasks"] == list(TEST_TASKS) and results["strategies"] == list(STRATEGIES)
+    for name in STRATEGIES:
+        values = [results["forgetting"][name][t] for t in TEST_TASKS]
+        assert np.isfinite(values).all()
+        assert results["summary"][name]["n"] == 2 and results["summary"][name]["ci_low"] is not None
+    assert sorted(results["trained"]) == sorted(f"{t}.{s}" for t in TEST_TASKS for s in STRATEGIES[1:])
+    compared = {(t["strategy"], t["reference"]) for t in results["tests"]}
+    assert {("predicted:additive", "random"), ("predicted:additive", "none"), ("random", "none")} <= compared
+    settings = results["settings"]
+    assert settings["replay_steps"] == 8 and settings["replayed_per_run"] == 12 and settings["pool"] == 35
+    with open(os.path.join(workdir, "replay", "results.json")) as f:
+        assert json.load(f)["strategies"] == list(STRATEGIES)
+    assert os.path.getsize(os.path.join(workdir, "replay", "replay.png")) > 1000
+    with open(os.path.join(workdir, "report.md")) as f:
+        report = f.read()
+    assert report.startswith("# Forgetting report") and report.count("## Replay: preventing forgetting") == 1
+    assert "predicted:additive vs random" in report and "replay/replay.png" in report
+
+
+def test_replay_runs_are_fingerprinted_runs_and_never_replay_the_heldout_set(finished):
+    workdir, _, replayed = finished
+    runs = {}
+    for path in glob.glob(os.path.join(workdir, "tasks", "divide", "*", "run.json")):
+        with open(path) as f:
+            inputs = json.load(f)
+        runs[inputs.get("mixture", {}).get("strategy", "none")] = os.path.dirname(path)
+    assert sorted(runs) == sorted(STRATEGIES)
+    assert all(os.path.isfile(os.path.join(d, "fingerprint.json")) for d in runs.values())
+    assert os.path.isfile(os.path.join(runs["online:additive"], "replay_probe.npz"))
+    with open(os.path.join(runs["random"], "fingerprint.json")) as f:
+        record = json.load(f)
+    assert record["steps"] == 8 and record["inputs"]["mixture"]["ratio"] == "1/4"
+
+    base_nll = np.load(os.path.join(workdir, "matrix", "base_nll.npz"))["nll"]
+    heldout, pool = split_upstream(base_nll, 15, 0)
+    assert len(replayed) == 2 * 4 * 12  # 2 tasks x 4 replay strategies x 12 slots
+    assert not set(replayed) & set(heldout.tolist()) and pool[replayed].all()
+
+
+def test_a_second_run_reuses_every_run(finished):
+    workdir, first, _ = finished
+    again = run_replay(micro_config(), workdir)
+    assert again["trained"] == []
+    assert again["forgetting"] == first["forgetting"]
+    with open(os.path.join(workdir, "report.md")) as f:
+        assert f.read().count("## Replay: preventing forgetting") == 1
+
+
+def test_test_tasks_must_not_be_rows_of_the_matrix(finished):
+    workdir, _, _ = finished
+    with pytest.raises(ValueError, match="rows of the matrix"):
+        run_replay(micro_config(), workdir, tasks=["add"])
+    with pytest.raises(ValueError, match="strategy"):
+        run_replay(micro_config(), workdir, strategies=["predicted"])
