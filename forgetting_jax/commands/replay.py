@@ -11,7 +11,7 @@ killed run continues where it stopped.
 
 from absl import flags
 
-from forgetting_jax.commands.common import define_experiment_flags, fail, setup_logging
+from forgetting_jax.commands.common import check_experiment_args, define_experiment_flags, fail, setup_logging
 
 define_experiment_flags()
 FLAGS = flags.FLAGS
@@ -20,16 +20,14 @@ _TASKS = flags.DEFINE_list("tasks", [], "Test tasks to run (default: config.repl
 
 
 def main(argv):
-    if len(argv) > 1:
-        fail("replay", f"unexpected arguments: {' '.join(argv[1:])}", 2)
-    if FLAGS.config is None:
-        fail("replay", "--config is required (e.g. --config=configs/demo.py)", 2)
-    if not FLAGS.workdir:
-        fail("replay", "--workdir is required", 2)
+    check_experiment_args("replay", argv)
     if "replay" not in FLAGS.config:
         fail("replay", "the config has no replay section (start it from train.settings.default_config())", 2)
     setup_logging()
     from forgetting_jax.replay.experiment import run_replay
+    from forgetting_jax.train.distributed import setup_process
+
+    setup_process(FLAGS.config, FLAGS.workdir)
 
     try:
         results = run_replay(FLAGS.config, FLAGS.workdir, strategies=_STRATEGIES.value, tasks=_TASKS.value)
