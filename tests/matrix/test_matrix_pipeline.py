@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from forgetting_jax.matrix.pipeline import run_pipeline
+from config_files import load_config
 
 TASKS = ("add", "uppercase", "parity")
 OVERRIDES = {
@@ -23,14 +24,7 @@ OVERRIDES = {
 
 
 def micro_config():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("demo_config", os.path.join(os.path.dirname(__file__), "..", "..",
-                                                                              "configs", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    config.unlock()
+    config = load_config("demo")
     for key, value in OVERRIDES.items():
         section, field = key.split(".")
         current = config[section][field]

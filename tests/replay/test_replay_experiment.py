@@ -11,6 +11,7 @@ import pytest
 
 from forgetting_jax.replay import mixture as mixture_lib
 from forgetting_jax.replay.experiment import run_replay, split_upstream
+from config_files import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEST_TASKS = ("divide", "to_hex")
@@ -18,12 +19,7 @@ STRATEGIES = ("none", "random", "predicted:additive", "ground_truth", "online:ad
 
 
 def micro_config():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("demo_config", os.path.join(ROOT, "configs", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config("demo")
     config.model.update(dict(hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=2, mlp_dim=128))
     config.data.tasks = ("add", "uppercase", "parity")
     config.matrix.num_upstream = 50

@@ -12,6 +12,7 @@ from forgetting_jax.matrix.pipeline import run_pipeline
 from forgetting_jax.train import multitask
 from forgetting_jax.train.checkpoints import read_fingerprint
 from forgetting_jax.train.metrics import read_metrics
+from config_files import load_config
 
 TASKS = ("add", "uppercase", "parity")
 OVERRIDES = {
@@ -23,14 +24,7 @@ OVERRIDES = {
 
 
 def micro_config(**changes):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("demo_config", os.path.join(os.path.dirname(__file__), "..", "..",
-                                                                              "configs", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    config.unlock()
+    config = load_config("demo")
     config.data.tasks = TASKS
     for key, value in {**OVERRIDES, **changes}.items():
         section, field = key.split(".")

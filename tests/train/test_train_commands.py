@@ -9,6 +9,7 @@ from absl import logging as absl_logging
 from forgetting_jax import cli
 from forgetting_jax.models.loading import load_model
 from train_helpers import ARCH, DEMO_CONFIG, PRETRAIN, TRAIN, flags, make_hf_base
+from config_files import load_config
 
 TINY = [f"--config={DEMO_CONFIG}", "--config.mesh.num_devices=1"] + flags("model", ARCH) + flags(
     "train", TRAIN) + flags("pretrain", PRETRAIN)
@@ -80,15 +81,10 @@ def test_a_config_that_imports_its_base_needs_hf_dir(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["demo", "olmo_1b_dolma_flan", "olmo_7b_dolma_flan", "olmo_7b_instruct_tulu",
                                   "pythia_1b_pile", "single_gpu_debug"])
 def test_configs_load_and_keep_the_paper_recipe(name):
-    import importlib.util
-
     from forgetting_jax.train.loop import step_settings
     from forgetting_jax.train.mesh import make_mesh
 
-    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(DEMO_CONFIG), f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config(name)
     tc = config.train
     assert (tc.method, tc.batch_size, tc.batching, tc.warmup_steps) == ("full", 8, "examples", 10 if name != "demo" else 5)
     assert (tc.lora.rank, tc.lora.alpha, tc.lora.dropout, tc.lora.lr) == (64, 16.0, 0.1, 1e-4)

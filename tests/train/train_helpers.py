@@ -9,6 +9,7 @@ import jax
 from forgetting_jax.data.demo import tokenizer_path
 from forgetting_jax.train.mesh import make_mesh
 from tiny_hf import make_tiny_model
+from config_files import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.py")
@@ -26,12 +27,7 @@ def flags(section: str, values: dict) -> list[str]:
 
 def demo_config(**changes):
     """configs/demo.py with ARCH, TRAIN and PRETRAIN applied, then `changes` ({"train.lr": x})."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("demo_config", DEMO_CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config("demo")
     config.model.update(ARCH)
     config.train.update(TRAIN)
     config.pretrain.update(PRETRAIN)
