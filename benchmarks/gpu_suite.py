@@ -1,7 +1,8 @@
 """The GPU measurement of the OLMo-1B shape, in one run: scoring and full fine-tuning throughput
 against the transformers baselines (rerun in the same run), cuDNN vs XLA attention, remat, and a
-per-component time breakdown of the train step. Targets (anchors.md, one H100/H200): scoring at
-least 150 k real tokens/s (goal 200 k), full fine-tuning at least 60 k tokens/s (goal 65 k).
+per-component time breakdown of the train step. Targets (one H100/H200, bf16): scoring at least
+200 k real tokens/s and 2.5x the transformers loop; full fine-tuning at 8 x 1024 at least 65 k
+tokens/s and 1.25x the transformers step.
 
     OUT=/tmp/gpu python benchmarks/gpu_suite.py [--budget=540] [--phases=...] [--smoke]
     bash benchmarks/gpu_suite.sh            (the same, with the environment set up; see BENCHMARKS.md)
@@ -28,8 +29,8 @@ sys.path.insert(0, ROOT)
 SHAPES = {"olmo1b": dict(hidden=2048, layers=16, heads=16, vocab=50304, rows=8, length=1024, examples=2048),
           "smoke": dict(hidden=64, layers=2, heads=4, vocab=4096, rows=2, length=64, examples=32)}
 
-PHASES = ("env", "attention", "score_auto", "train_torch", "train_auto", "train_auto_dots", "score_xla",
-          "train_xla", "components", "task_parallel")
+PHASES = ("env", "attention", "score_auto", "train_torch", "train_auto", "components", "train_auto_dots",
+          "train_auto_unroll", "train_auto_dots_unroll", "score_xla", "train_xla", "task_parallel")
 
 
 def run(command: list[str], timeout: float, env: dict | None = None) -> tuple[int, str]:
@@ -111,7 +112,7 @@ def phase_attention(args) -> dict:
     flops = 4 * B * L * L * N * H * 3.5 / 2  # causal fwd (2 matmuls) + bwd (5): 3.5x fwd, half the square
 
     def make(impl):
-        def loss(q, k, v):
+        def loss(q, k, v, segment_ids):
             inputs = attention.attention_inputs(config.replace(attention_impl=impl), segment_ids, segment_ids)
             return jnp.sum(attention.attend(q, k, v, inputs, scale).astype(jnp.float32))
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
@@ -119,13 +120,13 @@ def phase_attention(args) -> dict:
     results = {}
     for impl in ("xla", "cudnn"):
         try:
-            seconds = _time(make(impl), q, k, v)
+            seconds = _time(make(impl), q, k, v, segment_ids)
             results[impl] = {"ms": seconds * 1e3, "tflops": flops / seconds / 1e12}
         except Exception as err:  # noqa: BLE001
             results[impl] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
     if all("ms" in r for r in results.values()):
-        a = make("xla")(q, k, v)
-        b = make("cudnn")(q, k, v)
+        a = make("xla")(q, k, v, segment_ids)
+        b = make("cudnn")(q, k, v, segment_ids)
         out["max_abs_difference"] = max(float(jnp.max(jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32))))
                                         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     out["fwd_bwd"] = results
@@ -190,6 +191,38 @@ def phase_components(args) -> dict:
 
     out["adamw_update_ms"] = _time(jax.jit(update), params, opt_state, params, repeats=5) * 1e3
     out["num_params"] = config.num_params
+    del opt_state
+
+    # The composed pieces: the whole model's fwd+bwd (scanned layers, the attention `auto` picks),
+    # then the whole train step (micro-batch scan, clipping, AdamW, donated state). What the step
+    # costs beyond the sum of the parts above is in the composition, not in a kernel.
+    from forgetting_jax.train.mesh import make_mesh
+    from forgetting_jax.train.step import StepSettings, compiled_steps, loss_sums
+
+    tokens = jax.random.randint(jax.random.key(4), (B, L), 0, config.vocab_size)
+    batch = {"tokens": tokens, "targets": jnp.roll(tokens, -1, axis=1), "loss_mask": jnp.ones((B, L), bool),
+             "segment_ids": segments, "positions": positions}
+    try:
+        model_grad = jax.jit(jax.grad(lambda p, b: loss_sums(config, p, b)[0]))
+        out["model_fwd_bwd_ms"] = _time(model_grad, params, batch, repeats=5) * 1e3
+        del model_grad
+        steps = compiled_steps(config, StepSettings(micro_batches=1, micro_rows=B, row_length=L,
+                                                    optimizer=OptimizerSettings(lr=1e-5, steps=1000)),
+                               make_mesh({"data": 1}, jax.devices()[:1]))
+        state = steps.init_state(params)
+        micro = {k: v[None] for k, v in batch.items()}
+        for _ in range(2):
+            state, metrics = steps.train_step(state, {}, micro)
+        jax.block_until_ready(metrics)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            state, metrics = steps.train_step(state, {}, micro)
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - start)
+        out["train_step_ms"] = statistics.median(times) * 1e3
+    except Exception as err:  # noqa: BLE001
+        out["composed_error"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
     return out
 
 
@@ -239,20 +272,20 @@ def _train_model_dir(args) -> str:
     return directory
 
 
-def phase_train(args, framework: str, attention_impl: str = "auto", remat: str = "none") -> dict:
+def phase_train(args, framework: str, attention_impl: str = "auto", remat: str = "none", unroll: bool = False) -> dict:
     s = SHAPES[args.shape]
     model_dir = _train_model_dir(args)
     steps, warmup = (8, 3) if args.shape == "olmo1b" else (3, 1)
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "train_throughput.py"), f"--worker={framework}",
                "--kind=full rows", "--dtype=bfloat16", f"--model_dir={model_dir}", f"--rows={s['rows']}",
                f"--length={s['length']}", f"--steps={steps}", f"--warmup={warmup}", "--threads=1",
-               f"--remat={remat}"]
+               f"--remat={remat}", f"--scan_unroll={s['layers'] if unroll else 1}"]
     env = {} if attention_impl == "auto" else {"FJ_ATTENTION": attention_impl}
     code, log = run(command, args.remaining, env)
     if code != 0:
         raise RuntimeError(log[-3000:])
     rates = json.loads([line for line in log.splitlines() if line.startswith("[")][-1])
-    return {"framework": framework, "attention": attention_impl, "remat": remat, "rows": s["rows"],
+    return {"framework": framework, "attention": attention_impl, "remat": remat, "unrolled": unroll, "rows": s["rows"],
             "length": s["length"], "tokens_per_s_median": statistics.median(rates), "tokens_per_s": rates}
 
 
@@ -269,9 +302,11 @@ def phase(name: str, args) -> dict:
         return phase_score(args, name.split("_", 1)[1])
     if name == "train_torch":
         return phase_train(args, "torch")
-    if name.startswith("train_"):
+    if name.startswith("train_"):  # train_<attention>[_<remat>][_unroll]
         parts = name.split("_")[1:]
-        return phase_train(args, "jax", parts[0], parts[1] if len(parts) > 1 else "none")
+        unroll = parts[-1] == "unroll"
+        parts = parts[:-1] if unroll else parts
+        return phase_train(args, "jax", parts[0], parts[1] if len(parts) > 1 else "none", unroll)
     raise ValueError(f"unknown phase {name}")
 
 
@@ -287,17 +322,19 @@ def summary(results: dict) -> str:
         r = results.get(name)
         if isinstance(r, dict) and "fj_steady_tokens_per_s" in r:
             lines.append(f"| scoring, forgetting_jax, attention {name[6:]} (steady) | {r['fj_steady_tokens_per_s']:,} "
-                         f"| 150,000 | {100 * r['fj_real_fraction']:.0f}% real tokens; whole process "
+                         f"| 200,000 | {100 * r['fj_real_fraction']:.0f}% real tokens; whole process "
                          f"{r['fj_whole_process_tokens_per_s']:,}/s |")
             lines.append(f"| scoring, transformers, batch 32 sorted (same run) | {r['transformers_tokens_per_s']:,} | "
                          f"| max NLL difference {r['max_abs_nll_difference']:.3g} |")
-    for name in ("train_torch", "train_auto", "train_auto_dots", "train_xla"):
+    for name in ("train_torch", "train_auto", "train_auto_dots", "train_auto_unroll", "train_auto_dots_unroll",
+                 "train_xla"):
         r = results.get(name)
         if isinstance(r, dict) and "tokens_per_s_median" in r:
             label = "transformers (fp32 + bf16 autocast, fused AdamW)" if r["framework"] == "torch" else \
-                f"forgetting_jax, attention {r['attention']}, remat {r['remat']}"
+                f"forgetting_jax, attention {r['attention']}, remat {r['remat']}" + \
+                (", layers unrolled" if r.get("unrolled") else "")
             lines.append(f"| full fine-tuning {r['rows']} x {r['length']}, {label} | {r['tokens_per_s_median']:,.0f} | "
-                         f"{'60,000' if r['framework'] == 'jax' else ''} | |")
+                         f"{'65,000' if r['framework'] == 'jax' else ''} | |")
     attention = results.get("attention")
     if isinstance(attention, dict) and "fwd_bwd" in attention:
         for impl, r in attention["fwd_bwd"].items():

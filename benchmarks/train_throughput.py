@@ -73,7 +73,7 @@ def real_tokens(step):
 class JaxTrainer:
     """This project's compiled step on one device; batches packed ahead of time."""
 
-    def __init__(self, model_dir, workload, kind, dtype, rows, length, remat="none"):
+    def __init__(self, model_dir, workload, kind, dtype, rows, length, remat="none", scan_unroll=1):
         import jax
 
         from forgetting_jax.data.packing import first_fit_decreasing, materialize_rows
@@ -83,7 +83,7 @@ class JaxTrainer:
         from forgetting_jax.train.step import BATCH_FIELDS, StepSettings, compiled_steps
 
         config, params, _ = load_hf_model(model_dir)
-        config = config.replace(dtype=dtype, remat_policy=remat)
+        config = config.replace(dtype=dtype, remat_policy=remat, scan_unroll=scan_unroll)
         mesh = make_mesh({"data": 1}, jax.devices()[:1])
         # Full rows: one micro-batch of all rows. Examples: room for 8 rows in micro-batches of 2;
         # the step skips the micro-batches that packing left empty.
@@ -169,7 +169,8 @@ def worker(args) -> None:
     if args.worker == "torch":
         trainer = TorchTrainer(args.model_dir, workload, args.dtype, args.threads)
     else:
-        trainer = JaxTrainer(args.model_dir, workload, args.kind, args.dtype, args.rows, args.length, args.remat)
+        trainer = JaxTrainer(args.model_dir, workload, args.kind, args.dtype, args.rows, args.length, args.remat,
+                             args.scan_unroll)
     rates = []
     for i in range(len(workload)):
         seconds = trainer.step(i)
@@ -194,6 +195,8 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--kinds", default="full rows,examples")
     parser.add_argument("--remat", default="none", help="remat policy of the JAX step (none, full, dots, dots_no_batch)")
+    parser.add_argument("--scan_unroll", type=int, default=1,
+                        help="layers per iteration of the JAX step's layer scan (the layer count: fully unrolled)")
     parser.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
@@ -210,7 +213,8 @@ def main(argv=None):
           f"median over {args.rounds} x {args.steps} steps after {args.warmup} warm-up steps per process")
     print("| workload | dtype | transformers tokens/s | forgetting_jax tokens/s | speed-up |")
     print("| --- | --- | ---: | ---: | ---: |")
-    common = [f"--{k}={getattr(args, k)}" for k in ("rows", "length", "steps", "warmup", "threads", "remat")]
+    common = [f"--{k}={getattr(args, k)}" for k in ("rows", "length", "steps", "warmup", "threads", "remat",
+                                                    "scan_unroll")]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(tmp, args.hidden, args.layers, args.vocab, args.heads)
         for kind in args.kinds.split(","):

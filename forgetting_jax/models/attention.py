@@ -23,6 +23,7 @@ kernels run; packing never makes more than 64 examples a row by default).
 import functools
 import logging
 import os
+import threading
 from typing import Any
 
 import jax
@@ -116,45 +117,57 @@ def resolve(config: Any) -> str:
 @functools.lru_cache(maxsize=None)
 def probe(num_heads: int, num_kv_heads: int, head_dim: int, dtype: str) -> bool:
     """True when cuDNN's packed causal attention agrees with XLA on this device (forward and
-    gradients, bf16 tolerances) for a small packed batch of these head shapes. Runs eagerly, once
-    per shape and process, also when first asked while a step is being traced."""
-    try:
-        with jax.ensure_compile_time_eval():
-            return _probe(num_heads, num_kv_heads, head_dim, jnp.dtype(dtype))
-    except Exception as err:  # any failure to compile or run means: use XLA
+    gradients, bf16 tolerances) for a small packed batch of these head shapes. Runs once per shape
+    and process, eagerly, also when first asked while a step is being traced: the probe runs in a
+    thread of its own, whose JAX trace state is fresh (tracing contexts are thread-local)."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["ok"] = _probe(num_heads, num_kv_heads, head_dim, jnp.dtype(dtype))
+        except Exception as err:  # noqa: BLE001 -- any failure to compile or run means: use XLA
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, name="cudnn-attention-probe", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        err = outcome["error"]
+        message = (str(err).strip().splitlines() or [repr(err)])[0][:200]
         log.warning("cuDNN attention is unavailable for heads %d/%d x %d in %s (%s: %s); using XLA attention",
-                    num_heads, num_kv_heads, head_dim, dtype, type(err).__name__, str(err).splitlines()[0][:200])
+                    num_heads, num_kv_heads, head_dim, dtype, type(err).__name__, message)
         return False
+    return bool(outcome.get("ok"))
 
 
 def _probe(num_heads: int, num_kv_heads: int, head_dim: int, dtype) -> bool:
+    """Raises unless cuDNN matches XLA; every array is an argument of the compiled functions
+    (cuDNN's custom-partitioned call takes no closed-over constants)."""
     B, L = 2, 256
     segments = np.zeros((B, L), np.int32)
     segments[0, :100], segments[0, 100:180], segments[0, 180:250] = 1, 2, 3  # 6 padding tokens
     segments[1, :256] = 1
+    rng = np.random.default_rng(0)
+    q, k, v, cotangent = (jnp.asarray(rng.standard_normal((B, L, n, head_dim), np.float32), dtype)
+                          for n in (num_heads, num_kv_heads, num_kv_heads, num_heads))
     segment_ids = jnp.asarray(segments)
-    keys = jax.random.split(jax.random.key(0), 4)
-    q = jax.random.normal(keys[0], (B, L, num_heads, head_dim), dtype)
-    k = jax.random.normal(keys[1], (B, L, num_kv_heads, head_dim), dtype)
-    v = jax.random.normal(keys[2], (B, L, num_kv_heads, head_dim), dtype)
-    cotangent = jax.random.normal(keys[3], (B, L, num_heads, head_dim), dtype)
     scale = head_dim ** -0.5
 
-    def loss(fn, q, k, v):
-        return jnp.sum(fn(q, k, v).astype(jnp.float32) * cotangent.astype(jnp.float32))
-
-    def with_cudnn(q, k, v):
+    def with_cudnn(q, k, v, segment_ids):
         lengths, starts, _ = segment_runs(segment_ids, 8)
         return cudnn_packed(q, k, v, lengths, starts, scale)
 
-    def with_xla(q, k, v):
+    def with_xla(q, k, v, segment_ids):
         mask = attention_mask(segment_ids, None, None)
         return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="xla")
 
+    def loss(fn, q, k, v, segment_ids, cotangent):
+        return jnp.sum(fn(q, k, v, segment_ids).astype(jnp.float32) * cotangent.astype(jnp.float32))
+
     results = []
     for fn in (with_cudnn, with_xla):
-        out = jax.jit(fn)(q, k, v)
-        grads = jax.jit(jax.grad(functools.partial(loss, fn), argnums=(0, 1, 2)))(q, k, v)
+        out = jax.jit(fn)(q, k, v, segment_ids)
+        grads = jax.jit(jax.grad(functools.partial(loss, fn), argnums=(0, 1, 2)))(q, k, v, segment_ids, cotangent)
         results.append([np.asarray(x, np.float32) for x in (out, *grads)])
     for got, want in zip(*results):
         if not np.all(np.isfinite(got)):

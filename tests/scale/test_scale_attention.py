@@ -47,3 +47,30 @@ def test_kernel_choice_on_this_backend():
         attention.resolve(CONFIG.replace(attention_impl="cudnn"))
     with pytest.raises(ConfigError, match="attention_impl"):
         CONFIG.replace(attention_impl="flash")
+
+
+def test_the_cudnn_check_runs_outside_any_trace_and_survives_any_failure(monkeypatch, caplog):
+    """The check may first be asked while a step is traced (jit, eval_shape): its own arrays must
+    be concrete (cuDNN's call takes no closed-over constants), and whatever it raises, even an
+    exception without a message, means XLA attention, never a crash."""
+    import jax
+
+    seen = {}
+
+    def fake_probe(num_heads, num_kv_heads, head_dim, dtype):
+        value = jnp.zeros(3) + 1
+        seen["traced"] = isinstance(value, jax.core.Tracer)
+        raise AssertionError()  # what jax 0.11's custom_partitioning raised: no message at all
+
+    monkeypatch.setattr(attention, "_probe", fake_probe)
+    attention.probe.cache_clear()
+    try:
+        def step(x):
+            assert attention.probe(4, 2, 8, "bfloat16") is False
+            return x + 1
+
+        jax.jit(step)(jnp.ones(2))
+        assert seen == {"traced": False}
+        assert "AssertionError" in caplog.text and "using XLA attention" in caplog.text
+    finally:
+        attention.probe.cache_clear()
