@@ -27,6 +27,8 @@ setup(
         "matplotlib>=3.7",
         "scipy>=1.10",
         "tqdm>=4.60",
+        "jinja2>=3.1",  # transformers' chat templates
+        "zstandard>=0.22",  # the Pile's .jsonl.zst files
     ],
     extras_require={
         "test": ["pytest>=7", "torch==2.13.0"],

@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# OLMo-1B: hidden, layers, heads, vocab, MLP (anchors.md); smoke: a tiny stand-in.
+# OLMo-1B: hidden, layers, heads, vocab, MLP of OLMo-1B; smoke: a tiny stand-in.
 SHAPES = {"olmo1b": dict(hidden=2048, layers=16, heads=16, vocab=50304, rows=8, length=1024, examples=2048),
           "smoke": dict(hidden=64, layers=2, heads=4, vocab=4096, rows=2, length=64, examples=32)}
 

@@ -1,4 +1,4 @@
-"""Reading a forgetting-matrix file (design.md contract) with clear errors.
+"""Reading a forgetting-matrix file with clear errors.
 
 M.npz holds `Z` (float [M, N], NaN = missing) and `tasks` (str [M]); optionally `example_ids`
 [N], `example_sources` [N], `base_nll` [N], `ft_nll` [M, N], and for the similarity analyses

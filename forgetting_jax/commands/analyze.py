@@ -23,6 +23,8 @@ flags.DEFINE_float("top_fraction", 0.05,
                    "Fraction of most-forgotten examples tested for source enrichment.")
 flags.DEFINE_integer("chunk_columns", None, "Columns per streamed block (default: 256 MB).")
 
+REQUIRED = ("matrix", "output")  # listed as required by --help
+
 
 def _fail(message: str) -> None:
     print(f"forgetting-jax analyze: {message}", file=sys.stderr)

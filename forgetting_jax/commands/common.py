@@ -7,6 +7,19 @@ from typing import NoReturn
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # "PyTorch was not found ..." (torch is not needed)
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+_NOISY = ("absl", "jax._src", "datasets", "httpx", "urllib3", "filelock")
+_QUIETEST = ("matplotlib", "PIL")  # font-cache and font-search notes
+
+
+def quiet_libraries() -> None:
+    """Libraries' start-up notes off (before they are imported): nothing a user could act on."""
+    for noisy in _NOISY:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in _QUIETEST:
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def fail(command: str, message: str, code: int = 1) -> NoReturn:
@@ -38,6 +51,20 @@ def check_experiment_args(command: str, argv: list[str]) -> None:
         fail(command, "--config is required (e.g. --config=configs/demo.py)", 2)
     if not flags.FLAGS.workdir:
         fail(command, "--workdir is required", 2)
+    split_config_lists()
+
+
+def split_config_lists() -> None:
+    """--config.data.tasks=a,b,c (read by ml_collections as the one item "a,b,c") becomes the items
+    a, b, c: for every list or tuple field given on the command line (see
+    `train.settings.split_comma_lists`)."""
+    from absl import flags
+
+    from forgetting_jax.train.settings import split_comma_lists
+
+    overridden = [name.removeprefix("config.") for name in flags.FLAGS
+                  if name.startswith("config.") and flags.FLAGS[name].present]
+    split_comma_lists(flags.FLAGS.config, overridden)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -64,8 +91,7 @@ def setup_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
         package.addHandler(handler)
         package.propagate = False
-    for noisy in ("absl", "jax._src", "datasets", "httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()
     try:
         import transformers
 

@@ -18,6 +18,7 @@ from forgetting_jax.commands.common import check_experiment_args, define_experim
 define_experiment_flags()
 FLAGS = flags.FLAGS
 _TASK = flags.DEFINE_string("task", None, "The task to fine-tune on.")
+REQUIRED = ("task",)  # listed as required by --help
 
 log = logging.getLogger("forgetting_jax.finetune")
 

@@ -40,6 +40,7 @@ flags.DEFINE_integer("pair_batch", None, "Pairs per compiled call (default: from
 flags.DEFINE_integer("chunk_columns", None, "Columns per streamed block (default: 256 MB).")
 flags.DEFINE_bool("per_task", True, "Include per-task means in the output.")
 
+REQUIRED = ("matrix", "output")  # listed as required by --help
 
 log = logging.getLogger("forgetting_jax.predict")
 

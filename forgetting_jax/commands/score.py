@@ -27,6 +27,8 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Tokenizer directory, when n
 _TOKENS_PER_BATCH = flags.DEFINE_integer("tokens_per_batch", 16384, "Token slots per compiled call.", lower_bound=1)
 _SKIP_BAD = flags.DEFINE_bool("skip_bad", False, "Skip bad records (listed in a sidecar file) instead of failing.")
 
+REQUIRED = ("model", "data", "output")  # listed as required by --help
+
 log = logging.getLogger("forgetting_jax.score")
 
 

@@ -1,10 +1,12 @@
 """The scoring formats: `lm` ({"id", "text"}) and `chat` ({"id", "messages"}) records, validated.
 
-An optional "source" (or "task") string field is kept as the record's "task" label.
+An optional "source" (or "task", or the Pile's "meta.pile_set_name") string field is kept as the
+record's "task" label. An lm record without an id (the Pile's lines) gets "<file stem>:<line>".
 """
 
 from forgetting_jax.data.errors import DataError
 from forgetting_jax.data.rows import Row, read_rows
+from forgetting_jax.data.sources_base import place, stem
 from forgetting_jax.data.validate import convert_rows, require_messages, require_str
 
 FORMATS = ("lm", "chat")
@@ -14,12 +16,21 @@ def _label(values: dict) -> str:
     for field in ("source", "task"):
         if values.get(field) is not None:
             return require_str(values, field)
+    meta = values.get("meta")
+    if isinstance(meta, dict) and meta.get("pile_set_name") is not None:
+        return require_str(meta, "pile_set_name")
     return ""
 
 
-def _lm_record(row: Row) -> list[dict]:
-    values = row.values
-    return [{"id": require_str(values, "id"), "task": _label(values), "text": require_str(values, "text")}]
+def _lm_converter(path: str):
+    file_stem = stem(path)
+
+    def convert(row: Row) -> list[dict]:
+        values = row.values
+        record_id = require_str(values, "id") if "id" in values else f"{file_stem}:{place(row)}"
+        return [{"id": record_id, "task": _label(values), "text": require_str(values, "text")}]
+
+    return convert
 
 
 def _chat_record(row: Row) -> list[dict]:
@@ -32,7 +43,8 @@ def read_records(path: str, format: str, skip_bad: bool = False, *,
                  skipped_path: str | None = None) -> list[dict]:
     """Reads and validates every record of `path` in the given format ('lm' or 'chat'), in order.
 
-    lm:   {"id": non-empty str, unique; "text": non-empty, non-whitespace str}
+    lm:   {"id": non-empty str, unique (a line without "id" gets "<file stem>:<line>");
+           "text": non-empty, non-whitespace str}
     chat: {"id": ...; "messages": non-empty list of {"role": str, "content": str} ending with an
            assistant turn whose content is non-empty}
     Returns dicts {"id", "task", "text"} or {"id", "task", "messages"}. A bad record raises DataError
@@ -41,5 +53,5 @@ def read_records(path: str, format: str, skip_bad: bool = False, *,
     """
     if format not in FORMATS:
         raise DataError(f"unknown format {format!r}; expected one of {FORMATS}", path=path)
-    convert = _lm_record if format == "lm" else _chat_record
+    convert = _lm_converter(path) if format == "lm" else _chat_record
     return convert_rows(read_rows(path), path, convert, skip_bad=skip_bad, skipped_path=skipped_path)

@@ -1,21 +1,27 @@
 """Reading raw rows from a data file or a dataset name, each tagged with its place in the source.
 
-JSON lines (.jsonl, .ndjson, .json, optionally .gz) are read line by line here, so that a malformed
-line or invalid UTF-8 is reported with its line number and never shifts which row is which. A .json
-file holding one JSON document (an array of objects, or an object whose `field` is such an array)
-is read whole. Parquet, CSV and Arrow files, and hub dataset names, go through `datasets`.
+JSON lines (.jsonl, .ndjson, .json) and CSV/TSV files, each optionally compressed (.gz, or .zst
+with the `zstandard` package), are read here, record by record, so that a malformed line or invalid
+UTF-8 is reported with its line number and never shifts which row is which. A .json file holding
+one JSON document (an array of objects, or an object whose `field` is such an array) is read whole.
+CSV cells are always strings (never guessed numbers); a file without a header row is read with
+`columns` naming its columns. Parquet and Arrow files, and hub dataset names, go through `datasets`.
 """
 
+import csv
 import dataclasses
 import gzip
+import io
 import json
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from forgetting_jax.data.errors import DataError
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
-DATASETS_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow", ".tsv": "csv"}
+CSV_SUFFIXES = (".csv", ".tsv")
+COMPRESSION_SUFFIXES = (".gz", ".zst")
+DATASETS_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +38,40 @@ class Row:
 
 
 def _strip_gz(path: str) -> str:
-    return path[:-3] if path.endswith(".gz") else path
+    """`path` without its compression suffix (.gz or .zst)."""
+    for suffix in COMPRESSION_SUFFIXES:
+        if path.endswith(suffix):
+            return path[: -len(suffix)]
+    return path
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What a corrupt or truncated compressed file raises while it is read."""
+    try:
+        import zstandard
+    except ImportError:
+        return (OSError, EOFError)
+    return (OSError, EOFError, zstandard.ZstdError)
 
 
 def _open_binary(path: str):
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError:
+            raise DataError("is zstd-compressed: reading it needs the zstandard package "
+                            "(pip install zstandard)", path=path) from None
+        raw = open(path, "rb")
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True,
+                                                                closefd=True)
+        except BaseException:
+            raw.close()
+            raise
+        return io.BufferedReader(reader)
+    return open(path, "rb")
 
 
 def _first_char(path: str) -> str:
@@ -50,14 +85,14 @@ def _first_char(path: str) -> str:
                 text = block.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
                 if text:
                     return text[0]
-    except (OSError, EOFError) as err:  # a corrupt or truncated .gz file
+    except _read_errors() as err:  # a corrupt or truncated compressed file
         raise DataError(f"cannot be read: {type(err).__name__}: {err}", path=path) from None
 
 
 def _json_lines(path: str) -> Iterator[Row]:
     try:
         yield from _json_lines_unchecked(path)
-    except (OSError, EOFError) as err:  # a corrupt or truncated .gz file
+    except _read_errors() as err:  # a corrupt or truncated compressed file
         raise DataError(f"cannot be read: {type(err).__name__}: {err}", path=path) from None
 
 
@@ -119,6 +154,57 @@ def _json_document(path: str, field: str | None) -> list[Row] | None:
     return rows
 
 
+def csv_first_row(path: str) -> list[str]:
+    """The cells of the first record of a CSV/TSV file (to tell a header row from data)."""
+    for _, cells in _csv_records(path):
+        return cells
+    return []
+
+
+def _csv_records(path: str) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line where the record starts, cells) of each non-blank CSV/TSV record."""
+    delimiter = "\t" if _strip_gz(path).lower().endswith(".tsv") else ","
+    try:
+        with _open_binary(path) as f:
+            text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
+            reader = csv.reader(text, delimiter=delimiter)
+            line = 0
+            while True:
+                start = reader.line_num + 1
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except UnicodeDecodeError as err:
+                    raise DataError(f"invalid UTF-8 at byte {err.start} of a read block",
+                                    path=path, where=f"line {start}") from None
+                except csv.Error as err:
+                    raise DataError(f"malformed CSV: {err}", path=path, where=f"line {start}") from None
+                line = start
+                if cells and any(c.strip() for c in cells):
+                    yield line, cells
+    except _read_errors() as err:
+        raise DataError(f"cannot be read: {type(err).__name__}: {err}", path=path) from None
+
+
+def _csv_rows(path: str, columns: Sequence[str] | None) -> Iterator[Row]:
+    """Rows of a CSV/TSV file: its first record names the columns, unless `columns` does."""
+    header = list(columns) if columns is not None else None
+    index = 0
+    for line, cells in _csv_records(path):
+        if header is None:
+            header = [c.strip() for c in cells]
+            continue
+        where = f"line {line}"
+        if len(cells) != len(header):
+            yield Row(index, where, None, DataError(
+                f"has {len(cells)} columns, expected {len(header)} ({', '.join(header)})",
+                path=path, where=where))
+        else:
+            yield Row(index, where, dict(zip(header, cells)))
+        index += 1
+
+
 def _datasets_rows(dataset: Any) -> Iterator[Row]:
     for i, values in enumerate(dataset):
         yield Row(i, f"row {i}", dict(values))
@@ -130,8 +216,7 @@ def _load_with_datasets(path: str, name: str | None, split: str) -> Any:
     try:
         if os.path.exists(path):
             builder = DATASETS_BUILDERS[os.path.splitext(_strip_gz(path))[1].lower()]
-            kwargs = {"delimiter": "\t"} if _strip_gz(path).lower().endswith(".tsv") else {}
-            return datasets.load_dataset(builder, data_files=path, split="train", **kwargs)
+            return datasets.load_dataset(builder, data_files=path, split="train")
         return datasets.load_dataset(path, name, split=split)
     except DataError:
         raise
@@ -141,17 +226,23 @@ def _load_with_datasets(path: str, name: str | None, split: str) -> Any:
 
 def _looks_like_path(path: str) -> bool:
     suffix = os.path.splitext(_strip_gz(path))[1].lower()
-    return (path.startswith((".", "/", "~")) or path.count("/") > 1 or path.endswith(".gz")
-            or suffix in JSON_SUFFIXES or suffix in DATASETS_BUILDERS)
+    return (path.startswith((".", "/", "~")) or path.count("/") > 1
+            or path.endswith(COMPRESSION_SUFFIXES) or suffix in JSON_SUFFIXES
+            or suffix in CSV_SUFFIXES or suffix in DATASETS_BUILDERS)
 
 
 def read_rows(path: str, *, field: str | None = None, name: str | None = None,
-              split: str = "train") -> Iterator[Row]:
+              split: str = "train", columns: Sequence[str] | None = None) -> Iterator[Row]:
     """Yields every record of `path` in order, as `Row`s.
 
-    path: a local file (.jsonl/.ndjson/.json[.gz], .parquet, .csv, .tsv, .arrow) or a dataset name
-      for `datasets.load_dataset(path, name, split=split)` where a network or cache exists.
+    path: a local file (.jsonl/.ndjson/.json/.csv/.tsv, each optionally .gz or .zst; .parquet,
+      .arrow) or a dataset name for `datasets.load_dataset(path, name, split=split)` where a
+      network or cache exists.
     field: for a .json file holding one object, the key of its list of records (e.g. "examples").
+    columns: for a CSV/TSV file without a header row, the names of its columns (its first record
+      is then data); a record with another number of cells is a bad row.
+    Places: "line N" (1-based physical line where the record starts: JSON lines, CSV), "item N"
+    (0-based, JSON array), "row N" (0-based, datasets).
     Raises DataError for a missing or empty file, or one `datasets` cannot read.
     """
     if not os.path.exists(path):
@@ -172,6 +263,9 @@ def read_rows(path: str, *, field: str | None = None, name: str | None = None,
             if rows is None and first == "[":
                 rows = _json_lines(path)  # reports the malformed line
         yield from _nonempty(iter(rows) if rows is not None else _json_lines(path), path)
+        return
+    if suffix in CSV_SUFFIXES:
+        yield from _nonempty(_csv_rows(path, columns), path)
         return
     if suffix not in DATASETS_BUILDERS:
         raise DataError(f"unknown file type {suffix!r}; use JSON lines, JSON, parquet, csv or arrow",

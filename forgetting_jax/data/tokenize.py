@@ -36,11 +36,15 @@ def encode_lm(tokenizer, text: str, max_length: int | None = None) -> Encoded:
     return Encoded(ids_T, mask_T, dropped)
 
 
-def chunk_text(tokenizer, text: str, max_length: int) -> list[str]:
+def chunk_text(tokenizer, text: str, max_length: int, *, tails: dict | None = None) -> list[str]:
     """Cuts `text` into consecutive pieces whose `encode_lm` length is at most max_length.
 
     Pieces are cut at token starts, cover the whole text in order, and are never whitespace only
-    (a whitespace-only tail joins the previous piece when it fits, else is dropped).
+    (a whitespace-only tail joins the previous piece when it fits, else is dropped). A last piece
+    too short to score (fewer than 2 tokens with the special tokens, which `encode_lm` rejects)
+    likewise joins the previous piece when the two fit max_length, else is dropped; a text that
+    is one piece is returned whole (a too-short document is the caller's bad record).
+    tails: a dict whose "merged" and "dropped" counts are incremented for such tails.
     """
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
     if budget < 1:
@@ -71,4 +75,12 @@ def chunk_text(tokenizer, text: str, max_length: int) -> list[str]:
         elif pieces and len(_input_ids(tokenizer, pieces[-1] + piece)) <= max_length:
             pieces[-1] += piece
         first = stop
+    if len(pieces) > 1 and len(_input_ids(tokenizer, pieces[-1])) < 2:
+        tail = pieces.pop()
+        merged = len(_input_ids(tokenizer, pieces[-1] + tail)) <= max_length
+        if merged:
+            pieces[-1] += tail
+        if tails is not None:
+            key = "merged" if merged else "dropped"
+            tails[key] = tails.get(key, 0) + 1
     return pieces

@@ -15,6 +15,7 @@ matrix equals an uninterrupted run's. Only process 0 writes.
 """
 
 import dataclasses
+import inspect
 import logging
 import os
 import shutil
@@ -66,10 +67,11 @@ def load_upstream(matrix: Any, tokenizer) -> list[Example]:
         return load_demo_upstream(tokenizer, max_length, n, int(matrix.seed))
     if not path:
         raise ValueError(f"matrix.upstream={kind!r} needs matrix.upstream_path")
+    kwargs = {k: v for k, v in dict(matrix.get("upstream_kwargs") or {}).items() if v is not None}
     if kind == "lm":
         from forgetting_jax.data.sources import read_upstream
 
-        records = read_upstream(path, tokenizer=tokenizer, max_length=max_length)
+        records = read_upstream(path, tokenizer=tokenizer, max_length=max_length, **kwargs)
     elif kind == "chat":
         from forgetting_jax.data.readers import read_records
 
@@ -79,7 +81,12 @@ def load_upstream(matrix: Any, tokenizer) -> list[Example]:
 
         if kind not in READERS:
             raise ValueError(f"matrix.upstream {kind!r} is not demo, lm, chat or one of {sorted(READERS)}")
-        records = READERS[kind](path)
+        reader = READERS[kind]
+        accepted = inspect.signature(reader).parameters
+        unused = {k: v for k, v in kwargs.items() if k not in accepted and not (k == "duplicates" and v == "error")}
+        if unused:
+            raise ValueError(f"matrix.upstream_kwargs {', '.join(unused)} do not apply to matrix.upstream={kind!r}")
+        records = reader(path, **{k: v for k, v in kwargs.items() if k in accepted})
     return encode_records(tokenizer, subsample(records, n, int(matrix.seed)), max_length, source=path)
 
 

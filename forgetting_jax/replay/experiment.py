@@ -68,7 +68,7 @@ def _check(config: Any, test_tasks: Sequence[str]) -> None:
 
     if not test_tasks:
         raise ValueError("replay.test_tasks is empty: name the new tasks to fine-tune with replay "
-                         "(--config.replay.test_tasks=\"('a','b')\" or --tasks=a,b)")
+                         "(--config.replay.test_tasks=a,b or --tasks=a,b)")
     matrix_tasks = list(config.data.tasks) or discover_tasks(config.data)
     inside = [t for t in test_tasks if t in matrix_tasks]
     if inside:

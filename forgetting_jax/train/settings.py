@@ -113,3 +113,49 @@ def default_config() -> ConfigDict:
     config.distributed = distributed_defaults()
     config.runtime = runtime_defaults()
     return config
+
+
+def _split_items(items) -> list:
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out += [part.strip() for part in item.split(",") if part.strip()]
+        else:
+            out.append(item)
+    return out
+
+
+def split_comma_lists(config: ConfigDict, fields=None) -> ConfigDict:
+    """Reads comma lists in the list and tuple fields of `config`, in place; returns `config`.
+
+    ml_collections reads `--config.data.tasks=a,b,c` as the one-item tuple ("a,b,c",) (it
+    evaluates the value as a Python literal when it can, else wraps it); this splits every string
+    item on commas, strips blanks and drops empty items, so that override is ("a", "b", "c") and
+    `--config.data.tasks=` is (). The field keeps its type (tuple or list). `fields`: the dotted
+    names to split (e.g. "data.tasks"; those given on the command line); None: every list or
+    tuple field, nested sections included. Names of other fields are ignored.
+    """
+    if fields is None:
+        fields = _list_fields(config)
+    for name in fields:
+        *sections, key = name.split(".")
+        parent = config
+        for section in sections:
+            parent = parent.get(section) if isinstance(parent, ConfigDict) else None
+        if not isinstance(parent, ConfigDict) or key not in parent:
+            continue
+        value = parent[key]
+        if isinstance(value, (tuple, list)):
+            parent[key] = type(value)(_split_items(value))
+    return config
+
+
+def _list_fields(config: ConfigDict, prefix: str = "") -> list[str]:
+    names = []
+    for key in config.keys():
+        value = config[key]
+        if isinstance(value, ConfigDict):
+            names += _list_fields(value, f"{prefix}{key}.")
+        elif isinstance(value, (tuple, list)):
+            names.append(prefix + key)
+    return names

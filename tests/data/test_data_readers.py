@@ -71,7 +71,7 @@ LM_CASES = [
     ([{"id": "a", "text": None}], "line 1", "text", "is null"),
     ([{"id": "a", "text": ""}], "line 1", "text", "empty or whitespace"),
     ([{"id": "a", "text": " \n\t "}], "line 1", "text", "empty or whitespace"),
-    ([{"text": "hello"}], "line 1", "id", "is missing"),
+    ([{"id": None, "text": "hello"}], "line 1", "id", "is null"),
     ([{"id": 3, "text": "hello"}], "line 1", "id", "must be a string, got int"),
     ([{"id": "", "text": "hello"}], "line 1", "id", "empty"),
     ([{"id": "a", "text": "x"}, [1, 2]], "line 2", None, "expected a JSON object, got list"),
@@ -92,6 +92,20 @@ def test_bad_lm_records_name_file_line_and_field(tmp_path, lines, where, field, 
     assert path in str(err) and where in str(err)
     if field:
         assert f"field {field!r}" in str(err)
+
+
+def test_lm_lines_without_ids_are_named_by_file_and_line(tmp_path):
+    path = write_lines(tmp_path / "00.jsonl", [{"text": "a", "meta": {"pile_set_name": "Pile-CC"}}, "",
+                                               {"id": "x", "text": "b"}, {"text": "c"}])
+    records = read_records(path, "lm")
+    assert [(r["id"], r["task"]) for r in records] == [("00:1", "Pile-CC"), ("x", ""), ("00:4", "")]
+
+
+def test_chat_records_still_need_ids(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": "q"},
+                                                            {"role": "assistant", "content": "a"}]}])
+    with pytest.raises(DataError, match="line 1, field 'id': is missing"):
+        read_records(path, "chat")
 
 
 def chat(*turns):

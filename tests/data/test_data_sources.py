@@ -20,10 +20,10 @@ def turns(record):
     return [(m["role"], m["content"]) for m in record["messages"]]
 
 
-@pytest.mark.parametrize("name", ["upstream.jsonl", "upstream.parquet"])
-def test_upstream_keeps_ids_and_sources(name):
+@pytest.mark.parametrize("name,place", [("upstream.jsonl", "2"), ("upstream.parquet", "1")])
+def test_upstream_keeps_ids_and_sources(name, place):
     records = sources.read_upstream(fixture(name))
-    assert [r["id"] for r in records] == ["d0:0", "1:0", "d2:0"]
+    assert [r["id"] for r in records] == ["d0:0", f"upstream:{place}:0", "d2:0"]  # line 2 / row 1
     assert [r["task"] for r in records] == ["web", "upstream", "books"]
     assert sources.read_upstream(fixture(name), source="dolma")[1]["task"] == "dolma"
 
@@ -49,8 +49,12 @@ def test_tulu_cuts_after_last_assistant_turn():
 def test_dolly_one_task_per_category(name):
     records = sources.read_dolly(fixture(name))
     assert [r["id"] for r in records] == ["summarization:0", "brainstorming:1", "open_qa:2"]
-    assert turns(records[0]) == [("user", "Summarize the text.\n\nCats sleep a lot."), ("assistant", "Cats sleep.")]
+    assert turns(records[0]) == [("user", "Context: Cats sleep a lot.\n\nSummarize the text."),
+                                 ("assistant", "Cats sleep.")]
     assert turns(records[1])[0] == ("user", "Name a color.")
+    other = sources.read_dolly(fixture(name), prompt_style="instruction_first")
+    assert turns(other[0])[0] == ("user", "Summarize the text.\n\nCats sleep a lot.")
+    assert turns(other[1])[0] == ("user", "Name a color.")
 
 
 @pytest.mark.parametrize("name", ["flan.jsonl", "flan.parquet"])
@@ -138,7 +142,7 @@ def test_skipping_never_shifts_row_ids(tmp_path):
 
 def test_duplicate_upstream_doc_ids(tmp_path):
     path = write_jsonl(tmp_path / "up.jsonl", [{"id": "x", "text": "a"}, {"id": "x", "text": "b"}])
-    with pytest.raises(DataError, match="line 2, field 'id': duplicate id 'x:0'"):
+    with pytest.raises(DataError, match="line 2, field 'id': duplicate document id 'x': first at .*up.jsonl line 1"):
         sources.read_upstream(path)
 
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# CI's first stage: in a virtualenv holding only `pip install -e .` (no extras, no torch), run
+# every command once on tiny inputs, as a new user would on a fresh machine.
+#   .ci/bare_stage.sh            (from any directory; uses the active python)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+export HF_HUB_OFFLINE=1 FJ_PROGRESS=0
+step() { echo "== $*"; }
+
+step "no torch in this environment"
+! python -c "import torch" 2>/dev/null
+
+step "help"
+forgetting-jax --help >"$W/help.txt"
+for command in run score analyze predict inspect pretrain finetune replay; do
+  forgetting-jax "$command" --help >"$W/help_$command.txt"
+  grep -q -- "--" "$W/help_$command.txt" || { echo "forgetting-jax $command --help lists no flags"; exit 1; }
+done
+
+step "micro run of the demo config (4 tasks, 64 upstream examples, short runs)"
+forgetting-jax run --config=configs/demo.py --workdir="$W/demo" \
+  --config.data.tasks=add,subtract,reverse_word,uppercase --config.matrix.num_upstream=64 \
+  --config.pretrain.steps=8 --config.pretrain.max_examples=256 --config.train.steps=4 \
+  --config.train.eval_every=2 2>"$W/run.log" || { tail -30 "$W/run.log"; exit 1; }
+test -f "$W/demo/matrix/forgetting.npz" && test -f "$W/demo/report.md"
+MODEL=$(ls -d "$W"/demo/base/*/model | head -1)
+
+step "score"
+forgetting-jax score --model="$MODEL" --data=tests/fixtures/data/lm.jsonl --format=lm --output="$W/lm.npz"
+forgetting-jax score --model="$MODEL" --data=tests/fixtures/data/chat.jsonl --format=chat --output="$W/chat.npz"
+python -c "import numpy as np, sys; z = np.load(sys.argv[1]); assert len(z['nll']) == len(z['example_id']) > 0" "$W/lm.npz"
+
+step "analyze"
+forgetting-jax analyze --matrix="$W/demo/matrix/forgetting.npz" --output="$W/analysis"
+
+step "predict"
+forgetting-jax predict --matrix="$W/demo/matrix/forgetting.npz" --test_tasks=add --k=8 --seeds=2 \
+  --methods=additive,multiplicative,als,knn --output="$W/predict.json"
+python -c "import json, sys; r = json.load(open(sys.argv[1])); assert set(r['methods']) >= {'additive', 'knn'}" "$W/predict.json"
+
+step "inspect"
+forgetting-jax inspect --source=flan --data=tests/fixtures/data/flan.jsonl --json >"$W/inspect.json"
+python -c "import json, sys; r = json.load(open(sys.argv[1])); assert r['records'] > 0 and r['ids_unique'] in (True, False)" "$W/inspect.json"
+forgetting-jax inspect --source=lm --data=tests/fixtures/data/lm.jsonl --model="$MODEL" >/dev/null
+if forgetting-jax inspect --source=flan --data="$W/missing.jsonl" 2>"$W/err.txt"; then
+  echo "inspect of a missing file succeeded"; exit 1
+fi
+grep -q "missing.jsonl" "$W/err.txt"
+echo "bare stage passed"
