@@ -259,6 +259,7 @@ OPTIONAL = {
     "--config.pretrain.steps=100 ...": "",
     "P": "",  # launch/local_cpu.sh's number of processes
     "--dev_data=FILE": "--dev_data=FILE",
+    "--dev_data=PATH": "--dev_data=PATH",
     "--model=DIR": "--model=DIR",
     "--json": "--json",
 }
@@ -268,6 +269,8 @@ FLAG_VALUES = {
     ("inspect", "data", "FILE"): "{fixtures}/mmlu_test.jsonl",
     ("inspect", "source", "KIND"): "mmlu",
     ("dev_data", "FILE"): "{fixtures}/mmlu_dev.jsonl",
+    ("inspect", "data", "PATH"): "{fixtures}/mmlu_test.jsonl",
+    ("dev_data", "PATH"): "{fixtures}/mmlu_dev.jsonl",
     ("test_tasks", "a,b"): "{matrix_task}",
     ("output", "DIR"): "{tmp}/analysis",
     ("output", "W/analysis"): "{tmp}/analysis",
