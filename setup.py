@@ -10,8 +10,11 @@ setup(
         "example associations, in JAX."
     ),
     python_requires=">=3.10",
-    packages=find_packages(include=["forgetting_jax", "forgetting_jax.*"]),
-    package_data={"forgetting_jax": ["resources/*", "resources/**/*"]},
+    # resources/ holds data only (the demo corpus and tokenizer): listed as packages so that
+    # setuptools ships them without warnings.
+    packages=find_packages(include=["forgetting_jax", "forgetting_jax.*"])
+    + ["forgetting_jax.resources", "forgetting_jax.resources.demo_tokenizer"],
+    package_data={"forgetting_jax.resources": ["*"], "forgetting_jax.resources.demo_tokenizer": ["*"]},
     include_package_data=True,
     install_requires=[
         "jax>=0.4.35",
