@@ -130,3 +130,47 @@ def test_bad_input_fails_with_one_line(capsys, tmp_path, lines, args, message):
     assert len(error) == 1 and message in error[0], err
     if lines is not None and "--source=nope" not in args and "--example=3" not in args:
         assert path in error[0]
+
+
+PUBLISHED = os.path.join(ROOT, "tests", "fixtures", "published")
+
+# (kind, file, extra flags) -> (records, {task: count}, id of the first record): each published
+# layout, as downloaded, read through `inspect` (tests/fixtures/published/make_published.py).
+PUBLISHED_LAYOUTS = [
+    ("upstream", "pile/00.jsonl.zst", (), 3, {"Pile-CC": 1, "PubMed Abstracts": 1, "StackExchange": 1}, "00:1:0"),
+    ("upstream", "dolma/v1_6-sample-0000.json.gz", (), 3, {"c4": 2, "wiki": 1}, "c4/0:0"),
+    ("tulu", "tulu/tulu_v2_sft_mixture.jsonl", (), 3, {"flan_v2": 1, "oasst1": 1, "science": 1}, "flan_v2_0"),
+    ("dolly", "dolly/databricks-dolly-15k.jsonl", (), 2, {"classification": 1, "closed_qa": 1}, "closed_qa:0"),
+    ("flan", "flan/by_task/anli_r1_train.json", (), 2, {"anli_r1": 2}, "anli_r1:0"),
+    ("flan", "flan/flan2022/flan_zsopt_train.jsonl", (), 2,
+     {"anli/r1:0.2.0": 1, "imdb_reviews/plain_text:1.0.0": 1}, "anli/r1:0.2.0:0"),
+    ("flan", "flan/muennighoff/train.jsonl", (), 2, {"imdb_reviews": 1, "wmt16_translate": 1}, "wmt16_translate:0"),
+    ("mmlu", "mmlu/data/test/anatomy_test.csv", ("--dev_data={p}/mmlu/data/dev/anatomy_dev.csv",), 1,
+     {"anatomy": 1}, "anatomy:0"),
+    ("mmlu", "mmlu/cais/all/test-00000-of-00001.parquet", ("--dev_data={p}/mmlu/cais/all/dev-00000-of-00001.parquet",),
+     2, {"abstract_algebra": 1, "anatomy": 1}, "abstract_algebra:0"),
+    ("bbh", "bbh/original/boolean_expressions.json", (), 2, {"boolean_expressions": 2}, "boolean_expressions:0"),
+    ("bbh", "bbh/hub/date_understanding/test/0000.parquet", (), 1, {"date_understanding": 1}, "date_understanding:0"),
+    ("bbh", "bbh/hub/sports_understanding/test-00000-of-00001.parquet", (), 1, {"sports_understanding": 1},
+     "sports_understanding:0"),
+    ("truthfulqa", "truthfulqa/TruthfulQA.csv", (), 2, {"Misconceptions": 1, "Misconceptions: Topical": 1},
+     "Misconceptions:0"),
+    ("truthfulqa", "truthfulqa/generation/validation-00000-of-00001.parquet", (), 2, {"Law": 1, "Misconceptions": 1},
+     "Misconceptions:0"),
+]
+
+
+@pytest.mark.parametrize("kind,name,extra,records,tasks,first_id", PUBLISHED_LAYOUTS,
+                         ids=[f"{k}:{n}" for k, n, *_ in PUBLISHED_LAYOUTS])
+def test_published_layouts_through_inspect(capsys, kind, name, extra, records, tasks, first_id):
+    flags = [f"--source={kind}", f"--data={os.path.join(PUBLISHED, name)}"] + [e.format(p=PUBLISHED) for e in extra]
+    result = inspect_json(capsys, *flags)
+    assert (result["records"], result["tasks"], result["ids_unique"]) == (records, tasks, True)
+    assert result["example"]["id"] == first_id
+
+
+def test_published_multiple_choice_truthfulqa_is_refused_with_a_reason(capsys):
+    code, out, err = inspect(capsys, "--source=truthfulqa",
+                             f"--data={PUBLISHED}/truthfulqa/multiple_choice/validation-00000-of-00001.parquet")
+    assert code != 0 and out == ""
+    assert "generation" in err and "Traceback" not in err
