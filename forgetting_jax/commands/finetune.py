@@ -35,12 +35,14 @@ def main(argv):
     from forgetting_jax.models.config import ConfigError
     from forgetting_jax.models.hf_checkpoint import CheckpointError
     from forgetting_jax.train.loop import finetune
+    from forgetting_jax.utils.lock import WorkspaceLocked, workspace_lock
 
     try:
-        result = finetune(FLAGS.config, FLAGS.workdir, _TASK.value)
+        with workspace_lock(FLAGS.workdir, "finetune"):
+            result = finetune(FLAGS.config, FLAGS.workdir, _TASK.value)
     except KeyError as err:
         fail("finetune", str(err.args[0]) if err.args else str(err))
-    except (DataError, ConfigError, CheckpointError, ValueError, FileNotFoundError) as err:
+    except (DataError, ConfigError, CheckpointError, ValueError, FileNotFoundError, WorkspaceLocked) as err:
         fail("finetune", str(err))
     best = "" if result.best_val_loss is None else f", best validation loss {result.best_val_loss:.4f} at step {result.best_step}"
     log.info("task %s: %s%s", _TASK.value, "reused " if result.reused else "fine-tuned ", result.model_dir + best)

@@ -28,9 +28,12 @@ def main(argv):
     from forgetting_jax.models.config import ConfigError
     from forgetting_jax.train.loop import pretrain
 
+    from forgetting_jax.utils.lock import WorkspaceLocked, workspace_lock
+
     try:
-        base = pretrain(FLAGS.config, FLAGS.workdir)
-    except (DataError, ConfigError, ValueError, FileNotFoundError) as err:
+        with workspace_lock(FLAGS.workdir, "pretrain"):
+            base = pretrain(FLAGS.config, FLAGS.workdir)
+    except (DataError, ConfigError, ValueError, FileNotFoundError, WorkspaceLocked) as err:
         fail("pretrain", str(err))
     log.info("base model: %s (HF directory %s)", base.directory, base.model_dir)
     print(base.model_dir)

@@ -28,10 +28,12 @@ def main(argv):
     from forgetting_jax.train.distributed import setup_process
 
     setup_process(FLAGS.config, FLAGS.workdir)
+    from forgetting_jax.utils.lock import WorkspaceLocked, workspace_lock
 
     try:
-        results = run_replay(FLAGS.config, FLAGS.workdir, strategies=_STRATEGIES.value, tasks=_TASKS.value)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+        with workspace_lock(FLAGS.workdir, "replay"):
+            results = run_replay(FLAGS.config, FLAGS.workdir, strategies=_STRATEGIES.value, tasks=_TASKS.value)
+    except (ValueError, FileNotFoundError, KeyError, WorkspaceLocked) as err:
         fail("replay", str(err))
     _print(results, FLAGS.workdir)
 

@@ -30,10 +30,12 @@ def main(argv):
     setup_process(FLAGS.config, FLAGS.workdir)
     from forgetting_jax.matrix.pipeline import run_pipeline
     from forgetting_jax.matrix.report import print_summary
+    from forgetting_jax.utils.lock import WorkspaceLocked, workspace_lock
 
     try:
-        summary = run_pipeline(FLAGS.config, FLAGS.workdir, tasks=_TASKS.value, redo=_REDO.value,
-                               analyze=_ANALYZE.value)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+        with workspace_lock(FLAGS.workdir, "run"):
+            summary = run_pipeline(FLAGS.config, FLAGS.workdir, tasks=_TASKS.value, redo=_REDO.value,
+                                   analyze=_ANALYZE.value)
+    except (ValueError, FileNotFoundError, KeyError, WorkspaceLocked) as err:
         fail("run", str(err))
     print_summary(summary)

@@ -12,10 +12,16 @@
 Kill it at any moment and rerun the same command: finished rows, runs and base scores are reused
 by fingerprint, an interrupted fine-tuning run resumes from its latest checkpoint, and the final
 matrix equals an uninterrupted run's. Only process 0 writes.
+
+A damaged workspace file is never fatal: a truncated or malformed row or base-score file is moved
+aside (`<name>.damaged-<timestamp>`, matrix/store.py) and recomputed; a finished run whose exported
+model cannot be read is trained again; a checkpoint step that cannot be restored falls back to
+the previous step (train/checkpoints.py). Each with a warning naming the file.
 """
 
 import dataclasses
 import inspect
+import json
 import logging
 import os
 import shutil
@@ -144,11 +150,12 @@ def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Ups
     up_fp = upstream_fingerprint(example_ids, [e.ids for e in upstream])
     scoring = {"dtype": matrix.dtype, "upstream": up_fp}
     base_fp = fingerprint({"base": base.fingerprint, **scoring})
-    cached = store.base(base_fp)
+    cached = store.base(base_fp, len(upstream))
     if cached is not None:
         log.info("base scores of %d upstream examples reused", len(upstream))
         base_nll = cached["nll"]
     else:
+        _check_base_model(base)
         base_nll, count = score_model(base.model_dir, upstream, matrix, "the base model", scoring_mesh)
         store.write_base(base_fp, example_ids, base_nll, count)
     return Upstream(base, upstream, base_nll, scoring, store, mesh, scoring_mesh, cached is not None)
@@ -168,11 +175,11 @@ def scored_run(config: Any, workdir: str, up: Upstream, task: str, examples: Seq
         _remove(store.row_path(key))
         _remove(plan.run_dir)
     else:
-        row = store.row(key, fp)
+        row = store.row(key, fp, len(examples))
         if row is not None:
             return row, True
-        if plan.finished and not os.path.isdir(os.path.join(plan.run_dir, "model")):
-            _remove(plan.run_dir)  # finished before, its weights dropped since: train it again
+        if plan.finished and not _has_model(plan.run_dir):
+            _remove(plan.run_dir)  # finished before, its weights dropped (or damaged) since: train it again
     run = loop.finetune(config, workdir, task, up.base, mesh=up.mesh, mixture=mixture)
     what = f"the model fine-tuned on {task}" + ("" if mixture is None else f" ({mixture.label})")
     nll, _ = score_model(run.model_dir, examples, config.matrix, what, up.scoring_mesh)
@@ -239,7 +246,7 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
     rows = {}
     for task in all_tasks:
         plan = plans.get(task) or loop.plan_finetune(config, workdir, task, up.base)
-        row = store.row(task, fingerprint({"run": plan.fingerprint, **up.scoring}))
+        row = store.row(task, fingerprint({"run": plan.fingerprint, **up.scoring}), len(upstream))
         if row is not None:
             rows[task] = row
     store.assemble(rows, up.base_nll, [e.id for e in upstream], [e.task for e in upstream])
@@ -265,11 +272,12 @@ def _train_ahead(config: Any, workdir: str, up: Upstream, candidates: Sequence[s
     for task in candidates:
         plan = plans[task] = plans.get(task) or loop.plan_finetune(config, workdir, task, up.base)
         seen.add(task)
-        has_model = plan.finished and os.path.isdir(os.path.join(plan.run_dir, "model"))
+        has_model = plan.finished and _has_model(plan.run_dir)
         if task in redo:
             _remove(up.store.row_path(task))
             _remove(plan.run_dir)
-        elif up.store.row(task, fingerprint({"run": plan.fingerprint, **up.scoring})) is not None or has_model:
+        elif up.store.row(task, fingerprint({"run": plan.fingerprint, **up.scoring}),
+                          len(up.examples)) is not None or has_model:
             continue
         elif plan.finished:
             _remove(plan.run_dir)  # finished before, its weights dropped since: train it again
@@ -292,3 +300,57 @@ def _remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         os.remove(path)
+
+
+def model_problem(model_dir: str) -> str | None:
+    """Why the HF directory `model_dir` (an export of this pipeline) cannot be loaded, or None:
+    config.json missing or not JSON, weights missing, a safetensors file that does not open (a
+    truncated file fails its header check)."""
+    from safetensors import safe_open
+
+    try:
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError) as err:
+        return f"config.json: {type(err).__name__}: {err}"
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    try:
+        if os.path.isfile(index):
+            with open(index, encoding="utf-8") as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+        else:
+            files = ["model.safetensors"]
+        for name in files:
+            path = os.path.join(model_dir, name)
+            if not os.path.isfile(path):
+                return f"{name} is missing"
+            with safe_open(path, framework="numpy") as handle:
+                handle.keys()
+    except Exception as err:  # OSError, ValueError, KeyError, SafetensorError
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _has_model(run_dir: str) -> bool:
+    """True when the finished run in `run_dir` kept a loadable model/; a damaged one is moved aside
+    (process 0) with a warning, so that the run is trained and exported again."""
+    model_dir = os.path.join(run_dir, "model")
+    if not os.path.isdir(model_dir):
+        return False
+    problem = model_problem(model_dir)
+    if problem is None:
+        return True
+    log.warning("%s is damaged (%s); training that run again", model_dir, problem)
+    if _is_main():
+        shutil.rmtree(model_dir, ignore_errors=True)
+    return False
+
+
+def _check_base_model(base: Any) -> None:
+    """A clear error (not a traceback from the loader) when a pre-trained base's model/ cannot be read."""
+    if base.model_dir != os.path.join(base.directory, "model"):
+        return  # an imported base: the user's own directory, checked by its fingerprint
+    problem = model_problem(base.model_dir) if os.path.isdir(base.model_dir) else "it is missing"
+    if problem is not None:
+        raise ValueError(f"the base model {base.model_dir} is damaged ({problem}); delete {base.directory} and "
+                         "run again to pre-train it again (the same settings give the same base)")

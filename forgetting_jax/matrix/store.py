@@ -10,19 +10,29 @@ Layout under `root` (normally W/matrix):
 
 Every file is written atomically and carries the fingerprint of what produced it; a file whose
 fingerprint differs from the one asked for is treated as absent (and overwritten when redone).
-Only process 0 writes.
+A damaged file (truncated, unreadable, missing arrays, wrong shapes or dtypes) is moved aside to
+`<name>.damaged-<timestamp>` with a warning and treated as absent, so it is recomputed.
+Only process 0 writes (and moves damaged files aside).
 """
 
 import hashlib
+import logging
 import os
-import re
 from typing import Sequence
 
 import jax
 import numpy as np
 
-from forgetting_jax.utils.fingerprint import fingerprint
-from forgetting_jax.utils.io import write_npz
+from forgetting_jax.utils.fingerprint import task_filename  # noqa: F401 (re-exported)
+from forgetting_jax.utils.io import move_aside, write_npz
+
+log = logging.getLogger("forgetting_jax.matrix")
+
+# What each file must hold: {array: (dtype kinds, ndim)}; "n" in a shape check is the upstream size.
+BASE_ARRAYS = {"example_id": ("U", 1), "nll": ("f", 1), "num_tokens": ("iu", 1)}
+ROW_ARRAYS = {"task": ("U", 0), "ft_nll": ("f", 1)}
+MATRIX_ARRAYS = {"Z": ("f", 2), "ft_nll": ("f", 2), "base_nll": ("f", 1), "tasks": ("U", 1),
+                 "example_ids": ("U", 1), "example_sources": ("U", 1)}
 
 
 def upstream_fingerprint(example_ids: Sequence[str], token_ids: Sequence[np.ndarray]) -> str:
@@ -34,21 +44,49 @@ def upstream_fingerprint(example_ids: Sequence[str], token_ids: Sequence[np.ndar
     return digest.hexdigest()[:16]
 
 
-def task_filename(task: str) -> str:
-    """A file name for a task name: safe characters kept, others replaced, a hash when changed."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", task).strip(".") or "task"
-    if safe != task:
-        safe += "-" + fingerprint(task, 8)
-    return safe
+def _problem(data: dict, arrays: dict, n: int | None) -> str | None:
+    """Why `data` (a file's arrays) is not a well-formed file with `arrays`, or None."""
+    for name, (kinds, ndim) in arrays.items():
+        if name not in data:
+            return f"no array {name!r}"
+        value = data[name]
+        if value.dtype.kind not in kinds or value.ndim != ndim:
+            return f"array {name!r} has dtype {value.dtype} and shape {value.shape}"
+        if n is not None and ndim >= 1 and value.shape[-1] != n:
+            return f"array {name!r} has {value.shape[-1]} entries, expected {n}"
+    return None
 
 
-def _read(path: str, expected_fingerprint: str) -> dict | None:
+def read_checked(path: str, expected_fingerprint: str | None, arrays: dict, n: int | None = None) -> dict | None:
+    """The arrays of the .npz at `path` when it is well formed and (unless `expected_fingerprint`
+    is None) carries that fingerprint; None when absent or of another fingerprint. A damaged file
+    is moved aside (process 0; see `move_aside`) and reads as absent."""
     if not os.path.isfile(path):
         return None
-    with np.load(path) as data:
-        if "fingerprint" not in data or str(data["fingerprint"]) != expected_fingerprint:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}  # reads every member: a truncated one fails here
+    except Exception as err:  # BadZipFile, EOFError, OSError, ValueError, zlib.error, ...
+        _damaged(path, f"cannot be read: {type(err).__name__}: {err}")
+        return None
+    if expected_fingerprint is not None:
+        if "fingerprint" not in data or data["fingerprint"].dtype.kind != "U" or data["fingerprint"].ndim:
+            _damaged(path, "no fingerprint")
             return None
-        return {k: data[k] for k in data.files}
+        if str(data["fingerprint"]) != expected_fingerprint:
+            return None  # another experiment's file: absent, not damaged
+    problem = _problem(data, arrays, n)
+    if problem is not None:
+        _damaged(path, problem)
+        return None
+    return data
+
+
+def _damaged(path: str, reason: str) -> None:
+    if jax.process_index() == 0:
+        move_aside(path, reason, log)
+    else:
+        log.warning("%s is damaged (%s); process 0 moves it aside and recomputes it", path, reason)
 
 
 class MatrixStore:
@@ -67,9 +105,10 @@ class MatrixStore:
     def row_path(self, task: str) -> str:
         return os.path.join(self.rows_dir, task_filename(task) + ".npz")
 
-    def base(self, fp: str) -> dict | None:
-        """{'example_id', 'nll', 'num_tokens'} when the stored base scores have fingerprint `fp`."""
-        return _read(self.base_path, fp)
+    def base(self, fp: str, n: int | None = None) -> dict | None:
+        """{'example_id', 'nll', 'num_tokens'} when the stored base scores have fingerprint `fp`
+        (and `n` entries, when given); a damaged file is moved aside and reads as absent."""
+        return read_checked(self.base_path, fp, BASE_ARRAYS, n)
 
     def write_base(self, fp: str, example_ids: Sequence[str], nll: np.ndarray, num_tokens: np.ndarray) -> None:
         if self._writer():
@@ -77,12 +116,25 @@ class MatrixStore:
                       nll=np.asarray(nll, np.float32), num_tokens=np.asarray(num_tokens, np.int32),
                       fingerprint=np.asarray(fp))
 
-    def row(self, task: str, fp: str) -> np.ndarray | None:
-        """The finished row's ft_nll [N] when its fingerprint is `fp`, else None."""
-        data = _read(self.row_path(task), fp)
+    def row(self, task: str, fp: str, n: int | None = None) -> np.ndarray | None:
+        """The finished row's ft_nll [N] when its fingerprint is `fp` (and it has `n` entries, when
+        given), else None; a damaged file is moved aside and reads as absent."""
+        data = read_checked(self.row_path(task), fp, ROW_ARRAYS, n)
         if data is None or str(data["task"]) != task:
             return None
         return data["ft_nll"]
+
+    def matrix(self) -> dict | None:
+        """The arrays of forgetting.npz when it exists and is well formed; a damaged file is moved
+        aside (it is reassembled from the rows by the next run)."""
+        data = read_checked(self.matrix_path, None, MATRIX_ARRAYS)
+        if data is not None:
+            m, n = data["Z"].shape
+            if data["ft_nll"].shape != (m, n) or data["base_nll"].shape != (n,) or data["tasks"].shape != (m,) \
+                    or data["example_ids"].shape != (n,) or data["example_sources"].shape != (n,):
+                _damaged(self.matrix_path, "its arrays' shapes disagree")
+                return None
+        return data
 
     def write_row(self, task: str, fp: str, ft_nll: np.ndarray) -> None:
         if self._writer():

@@ -7,13 +7,21 @@ step (to resume) and, when selecting by validation, the step with the lowest val
 (the run's result). Restoring takes the abstract state of the current mesh, so a checkpoint
 written on one mesh restores onto any other (orbax reshards).
 
+Damaged steps never stop a run: orbax (0.12) writes a step into `<step>.orbax-checkpoint-tmp-*`
+and renames it into place with a `commit_success.txt` marker inside. A step directory without
+that marker (a half-copied or half-written step) is not committed: it is removed with a warning
+and ignored. `restore_latest` restores the newest committed step and, when that fails (corrupted
+files), removes it with a warning and tries the step before it; with none left the run starts over.
+
 A finished artefact directory gets `fingerprint.json` last: {"fingerprint", "inputs", ...}. Its
 presence with the expected fingerprint is what "finished" means; nothing else is trusted.
 """
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -24,6 +32,21 @@ from forgetting_jax.train.state import TrainState
 from forgetting_jax.utils.io import write_json
 
 FINGERPRINT_FILE = "fingerprint.json"
+COMMIT_MARKER = "commit_success.txt"  # what orbax writes into a step directory when it commits
+
+log = logging.getLogger("forgetting_jax.train")
+
+
+def committed_steps(directory: str) -> tuple[list[int], list[int]]:
+    """(committed steps, uncommitted step directories) under a CheckpointManager's `directory`;
+    orbax's own temporary directories (`<step>.orbax-checkpoint-tmp-*`) are neither."""
+    good, bad = [], []
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.isdigit() and os.path.isdir(os.path.join(directory, name)):
+                marked = os.path.isfile(os.path.join(directory, name, COMMIT_MARKER))
+                (good if marked else bad).append(int(name))
+    return sorted(good), sorted(bad)
 
 
 class RunCheckpoints:
@@ -36,6 +59,11 @@ class RunCheckpoints:
                                                       keep_checkpoints_without_metrics=False))
         # Barrier names unique to this run: several runs may save at once (tasks trained together).
         prefix = hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:12]
+        self.directory = os.path.abspath(directory)
+        for step in committed_steps(self.directory)[1]:
+            log.warning("checkpoint step %d in %s has no commit marker (%s; half-written or half-copied): "
+                        "removing it and resuming from the last committed step", step, self.directory, COMMIT_MARKER)
+            self._delete_step(step)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save, create=True,
@@ -43,11 +71,38 @@ class RunCheckpoints:
         self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                              item_names=("state", "meta"))
 
+    def _delete_step(self, step: int) -> None:
+        if jax.process_index() == 0:
+            shutil.rmtree(os.path.join(self.directory, str(step)), ignore_errors=True)
+
     def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+        """The newest committed step (None: none)."""
+        steps = self.steps()
+        return steps[-1] if steps else None
 
     def steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        committed = set(committed_steps(self.directory)[0])
+        return [s for s in self.manager.all_steps() if s in committed]
+
+    def restore_latest(self, abstract_state: TrainState) -> tuple[int, TrainState, dict] | None:
+        """(step, state, meta) of the newest committed step that restores; a step that fails is
+        removed with a warning and the one before it is tried. None: no step restores (start over)."""
+        for step in reversed(self.steps()):
+            try:
+                state, meta = self.restore(step, abstract_state)
+                return step, state, meta
+            except Exception as err:  # corrupted or truncated files: orbax, tensorstore, JSON errors
+                earlier = [s for s in self.steps() if s < step]
+                then = f"falling back to step {earlier[-1]}" if earlier else "starting the run over"
+                log.warning("checkpoint step %d in %s cannot be restored (%s: %s); removing it and %s", step,
+                            self.directory, type(err).__name__, str(err).splitlines()[0][:300] if str(err) else "",
+                            then)
+                self._delete_step(step)
+                try:
+                    self.manager.reload()
+                except Exception:  # noqa: BLE001 - reloading is best effort
+                    pass
+        return None
 
     def save(self, step: int, state: TrainState, meta: dict, val_loss: float | None = None) -> None:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state.as_dict()), meta=ocp.args.JsonSave(meta))

@@ -59,7 +59,7 @@ from forgetting_jax.train.mesh import batch_parallelism, describe, make_mesh
 from forgetting_jax.train.metrics import MetricsLog, peak_flops_per_device
 from forgetting_jax.train.optimizer import OptimizerSettings
 from forgetting_jax.train.step import CompiledSteps, StepSettings, compiled_steps, flops_per_token
-from forgetting_jax.utils.fingerprint import file_fingerprint, fingerprint
+from forgetting_jax.utils.fingerprint import file_fingerprint, fingerprint, task_filename
 from forgetting_jax.utils.io import write_json
 
 log = logging.getLogger("forgetting_jax.train")
@@ -216,9 +216,10 @@ def _execute(job: _Job) -> tuple[Any, dict]:
     evaluating = bool(job.eval_batches) and job.eval_every > 0
     select_best = evaluating and job.select_best
     checkpoints = ckpt_lib.RunCheckpoints(os.path.join(job.run_dir, "checkpoints"), select_best)
-    start = checkpoints.latest_step() or 0
-    if start:
-        state, meta = checkpoints.restore(start, job.steps.abstract_state)
+    resumed = checkpoints.restore_latest(job.steps.abstract_state)  # damaged steps: the one before
+    start = resumed[0] if resumed else 0
+    if resumed:
+        _, state, meta = resumed
         log.info("%s: resuming from step %d of %d", job.name, start, job.total_steps)
     else:
         state = job.steps.init_state(job.init_trainable())
@@ -487,7 +488,7 @@ def pretrain(config: Any, workdir: str, mesh: Mesh | None = None, on_step: Calla
 # Fine-tuning -----------------------------------------------------------------------------------
 
 def task_run_dir(workdir: str, task: str, fp: str) -> str:
-    return os.path.join(workdir, "tasks", task, fp)
+    return os.path.join(workdir, "tasks", task_filename(task), fp)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -563,7 +564,7 @@ def finetune(config: Any, workdir: str, task: str, base: BaseModel | None = None
         return RunResult(task, run_dir, os.path.join(run_dir, "model"), fp, True, record.get("best_step"),
                          record.get("best_val_loss"), int(record.get("steps", tc.steps)),
                          time.perf_counter() - started)
-    others = [d for d in _listdir(os.path.join(workdir, "tasks", task)) if d != fp]
+    others = [d for d in _listdir(os.path.join(workdir, "tasks", task_filename(task))) if d != fp]
     if others:
         log.info("task %s: %d run(s) with other settings exist (%s); training a new one in %s", task, len(others),
                  ", ".join(others[:3]), run_dir)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -41,3 +42,12 @@ def file_fingerprint(path: str, length: int = 16) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:length]
+
+
+def task_filename(task: str) -> str:
+    """A file or directory name for a task name: safe characters kept, others replaced, and a
+    hash of the name appended when anything changed (so "a/b" and "a_b" stay distinct)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", task).strip(".") or "task"
+    if safe != task:
+        safe += "-" + fingerprint(task, 8)
+    return safe

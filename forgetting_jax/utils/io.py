@@ -71,3 +71,31 @@ def atomic_dir(path: str) -> Iterator[str]:
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def move_aside(path: str, reason: str, logger: Any = None) -> str | None:
+    """A damaged file or directory renamed to `<path>.damaged-<timestamp>` (kept for inspection,
+    never read again), with a warning naming it and `reason`. Returns the new path (None when
+    `path` is gone already or cannot be renamed; then it is deleted where possible)."""
+    import logging
+    import time
+
+    logger = logger or logging.getLogger("forgetting_jax.workspace")
+    if not os.path.lexists(path):
+        return None
+    target = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    suffix = 0
+    while os.path.lexists(target):
+        suffix += 1
+        target = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
+    try:
+        os.replace(path, target)
+    except OSError as err:
+        logger.warning("%s is damaged (%s) and cannot be moved aside (%s); deleting it", path, reason, err)
+        try:
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        except OSError:
+            pass
+        return None
+    logger.warning("%s is damaged (%s); moved aside to %s and recomputing it", path, reason, target)
+    return target
