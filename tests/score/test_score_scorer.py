@@ -37,9 +37,18 @@ def random_examples(seed, n, max_len=40):
     return examples
 
 
-def naive_nll(params, ids, mask):
-    hidden = Decoder(CONFIG).apply({"params": params}, jnp.asarray(ids)[None])
-    logp = jax.nn.log_softmax(lm_head.logits(hidden, unembedding(params, CONFIG))[0], axis=-1)
+@jax.jit
+def _naive_logp(params, ids_1xL):
+    hidden = Decoder(CONFIG).apply({"params": params}, ids_1xL)
+    return jax.nn.log_softmax(lm_head.logits(hidden, unembedding(params, CONFIG))[0], axis=-1)
+
+
+def naive_nll(params, ids, mask, padded_length=64):
+    """One example alone, no packing: right-padded to one length (causal attention: the padding
+    after the example cannot change its positions), so the reference compiles once."""
+    padded = np.zeros((1, padded_length), np.int32)
+    padded[0, :len(ids)] = ids
+    logp = _naive_logp(params, jnp.asarray(padded))
     token_logp = np.asarray(logp)[np.arange(len(ids) - 1), ids[1:]]
     return float(-(token_logp * mask[1:]).sum() / mask[1:].sum()), int(mask[1:].sum())
 
@@ -92,6 +101,9 @@ def test_embed_is_the_mean_hidden_state_of_each_example(params):
     examples = random_examples(5, 9)
     embeddings, _ = Scorer(CONFIG, params).embed(examples, ScoreShape(rows_per_batch=2, row_length=64,
                                                                          max_segments=4))
+    hidden_fn = jax.jit(lambda p, ids_1xL: Decoder(CONFIG).apply({"params": p}, ids_1xL)[0])
     for (ids, _), got in zip(examples, embeddings):
-        hidden = Decoder(CONFIG).apply({"params": params}, jnp.asarray(ids)[None])[0]
-        np.testing.assert_allclose(got, np.asarray(hidden).mean(0), atol=1e-5)
+        padded = np.zeros((1, 64), np.int32)  # right-padded: causal attention keeps the example's states
+        padded[0, :len(ids)] = ids
+        hidden = np.asarray(hidden_fn(params, jnp.asarray(padded)))[:len(ids)]
+        np.testing.assert_allclose(got, hidden.mean(0), atol=1e-5)
