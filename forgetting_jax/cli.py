@@ -16,11 +16,6 @@ import re
 import sys
 import textwrap
 
-# Before anything imports transformers or matplotlib: their start-up notes ("PyTorch was not found",
-# font-cache lines) are nothing a user of this tool can act on.
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
 COMMANDS = {
     "score": "Per-example mean NLL of a data file under a model.",
     "analyze": "Low-rank fits, statistics and figures of a forgetting matrix.",
@@ -233,6 +228,5 @@ def _unknown_override(name: str, args: list[str], err: BaseException) -> None:
     section = culprit.split(".")[1:-1]
     where = "the config" if not section else "config." + ".".join(section)
     print(f"forgetting-jax {name}: error: {culprit}: {where} has no field {field!r} (sections and fields: "
-          "forgetting_jax/train/settings.py; `forgetting-jax {name} --help`)".replace("{name}", name),
-          file=sys.stderr, flush=True)
+          f"forgetting_jax/train/settings.py; `forgetting-jax {name} --help`)", file=sys.stderr, flush=True)
     sys.exit(2)

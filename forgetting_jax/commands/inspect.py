@@ -24,12 +24,12 @@ from collections import Counter
 from absl import flags
 
 from forgetting_jax.commands.common import fail, setup_logging
-
-FORMATS = ("lm", "chat")
+from forgetting_jax.data.readers import FORMATS
 
 _SOURCE = flags.DEFINE_string("source", None, "How to read --data: a source reader (upstream, tulu, dolly, flan, "
                               "mmlu, bbh, truthfulqa) or a scoring format (lm, chat).")
-_DATA = flags.DEFINE_string("data", None, "The data file (.jsonl, .json, .parquet, .csv; .gz) or a `datasets` name.")
+_DATA = flags.DEFINE_string("data", None, "The data file (.jsonl, .json, .csv, .tsv, each optionally .gz or .zst; "
+                            ".parquet, .arrow) or a `datasets` name.")
 _DEV_DATA = flags.DEFINE_string("dev_data", None, "MMLU: the dev split the 5-shot prompts are taken from "
                                 "(without it, prompts have no shots).")
 _MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory whose tokenizer encodes the example.")

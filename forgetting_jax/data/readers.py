@@ -6,20 +6,18 @@ record's "task" label. An lm record without an id (the Pile's lines) gets "<file
 
 from forgetting_jax.data.errors import DataError
 from forgetting_jax.data.rows import Row, read_rows
-from forgetting_jax.data.sources_base import place, stem
+from forgetting_jax.data.sources_base import field_str, first_field, place, stem
 from forgetting_jax.data.validate import convert_rows, require_messages, require_str
 
 FORMATS = ("lm", "chat")
 
 
+LABEL_FIELDS = ("source", "task", "meta.pile_set_name")
+
+
 def _label(values: dict) -> str:
-    for field in ("source", "task"):
-        if values.get(field) is not None:
-            return require_str(values, field)
-    meta = values.get("meta")
-    if isinstance(meta, dict) and meta.get("pile_set_name") is not None:
-        return require_str(meta, "pile_set_name")
-    return ""
+    field = first_field(values, LABEL_FIELDS)
+    return field_str(values, field) if field else ""
 
 
 def _lm_converter(path: str):

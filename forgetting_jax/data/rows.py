@@ -1,8 +1,7 @@
 """Reading raw rows from a data file or a dataset name, each tagged with its place in the source.
 
-JSON lines (.jsonl, .ndjson, .json) and CSV/TSV files, each optionally compressed (.gz, or .zst
-with the `zstandard` package), are read here, record by record, so that a malformed line or invalid
-UTF-8 is reported with its line number and never shifts which row is which. A .json file holding
+JSON lines (.jsonl, .ndjson, .json) and CSV/TSV files, each optionally compressed (.gz, .zst),
+are read here, record by record, so that a malformed line or invalid UTF-8 is reported with its line number and never shifts which row is which. A .json file holding
 one JSON document (an array of objects, or an object whose `field` is such an array) is read whole.
 CSV cells are always strings (never guessed numbers); a file without a header row is read with
 `columns` naming its columns. Parquet and Arrow files, and hub dataset names, go through `datasets`.
@@ -37,7 +36,7 @@ class Row:
     error: DataError | None = None
 
 
-def _strip_gz(path: str) -> str:
+def strip_compression(path: str) -> str:
     """`path` without its compression suffix (.gz or .zst)."""
     for suffix in COMPRESSION_SUFFIXES:
         if path.endswith(suffix):
@@ -47,10 +46,8 @@ def _strip_gz(path: str) -> str:
 
 def _read_errors() -> tuple[type[BaseException], ...]:
     """What a corrupt or truncated compressed file raises while it is read."""
-    try:
-        import zstandard
-    except ImportError:
-        return (OSError, EOFError)
+    import zstandard
+
     return (OSError, EOFError, zstandard.ZstdError)
 
 
@@ -58,11 +55,8 @@ def _open_binary(path: str):
     if path.endswith(".gz"):
         return gzip.open(path, "rb")
     if path.endswith(".zst"):
-        try:
-            import zstandard
-        except ImportError:
-            raise DataError("is zstd-compressed: reading it needs the zstandard package "
-                            "(pip install zstandard)", path=path) from None
+        import zstandard
+
         raw = open(path, "rb")
         try:
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True,
@@ -163,7 +157,7 @@ def csv_first_row(path: str) -> list[str]:
 
 def _csv_records(path: str) -> Iterator[tuple[int, list[str]]]:
     """(1-based line where the record starts, cells) of each non-blank CSV/TSV record."""
-    delimiter = "\t" if _strip_gz(path).lower().endswith(".tsv") else ","
+    delimiter = "\t" if strip_compression(path).lower().endswith(".tsv") else ","
     try:
         with _open_binary(path) as f:
             text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
@@ -215,7 +209,7 @@ def _load_with_datasets(path: str, name: str | None, split: str) -> Any:
 
     try:
         if os.path.exists(path):
-            builder = DATASETS_BUILDERS[os.path.splitext(_strip_gz(path))[1].lower()]
+            builder = DATASETS_BUILDERS[os.path.splitext(strip_compression(path))[1].lower()]
             return datasets.load_dataset(builder, data_files=path, split="train")
         return datasets.load_dataset(path, name, split=split)
     except DataError:
@@ -225,7 +219,7 @@ def _load_with_datasets(path: str, name: str | None, split: str) -> Any:
 
 
 def _looks_like_path(path: str) -> bool:
-    suffix = os.path.splitext(_strip_gz(path))[1].lower()
+    suffix = os.path.splitext(strip_compression(path))[1].lower()
     return (path.startswith((".", "/", "~")) or path.count("/") > 1
             or path.endswith(COMPRESSION_SUFFIXES) or suffix in JSON_SUFFIXES
             or suffix in CSV_SUFFIXES or suffix in DATASETS_BUILDERS)
@@ -254,7 +248,7 @@ def read_rows(path: str, *, field: str | None = None, name: str | None = None,
         raise DataError("is a directory, expected a data file", path=path)
     if os.path.getsize(path) == 0:
         raise DataError("is empty", path=path)
-    suffix = os.path.splitext(_strip_gz(path))[1].lower()
+    suffix = os.path.splitext(strip_compression(path))[1].lower()
     if suffix in JSON_SUFFIXES:
         rows = None
         first = _first_char(path)

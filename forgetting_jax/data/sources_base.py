@@ -2,7 +2,7 @@
 
 import os
 import re
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from forgetting_jax.data.errors import DataError
 from forgetting_jax.data.rows import Row, read_rows
@@ -120,11 +120,6 @@ def row_id(row: Row, task: str) -> str:
 
 def chat(prompt: str, response: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-
-
-def convert(path: str, rows: Iterable[Row], convert_row: Callable[[Row], list[dict]], *, skip_bad: bool,
-            skipped_path: str | None) -> list[dict]:
-    return convert_rows(rows, path, convert_row, skip_bad=skip_bad, skipped_path=skipped_path)
 
 
 def read(path: str, convert_row: Callable[[Row], list[dict]], *, skip_bad: bool, skipped_path: str | None,

@@ -5,9 +5,9 @@ import os
 import re
 
 from forgetting_jax.data.errors import DataError
-from forgetting_jax.data.rows import CSV_SUFFIXES, Row, _strip_gz, csv_first_row, read_rows
-from forgetting_jax.data.sources_base import chat, convert, read, row_id, task_from_path
-from forgetting_jax.data.validate import require_int, require_str, require_str_list
+from forgetting_jax.data.rows import CSV_SUFFIXES, Row, csv_first_row, read_rows, strip_compression
+from forgetting_jax.data.sources_base import chat, read, row_id, task_from_path
+from forgetting_jax.data.validate import convert_rows, require_int, require_str, require_str_list
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ _MMLU_FILE = re.compile(r"^(.+)_(?:test|dev|val|validation|train|auxiliary_train
 def _mmlu_rows(path: str, name: str | None, split: str) -> list[Row]:
     """Rows of an MMLU file; the original CSVs have no header row: their columns are MMLU_COLUMNS."""
     columns = None
-    if os.path.isfile(path) and os.path.splitext(_strip_gz(path))[1].lower() in CSV_SUFFIXES:
+    if os.path.isfile(path) and os.path.splitext(strip_compression(path))[1].lower() in CSV_SUFFIXES:
         first = [cell.strip().lower() for cell in csv_first_row(path)]
         if "question" not in first:
             columns = MMLU_COLUMNS
@@ -76,8 +76,8 @@ def _mmlu_shots(dev_path: str, subject: str | None, *, skip_bad: bool, name: str
         return [{"id": row_id(row, label), "task": label, "text": f"{block} {letter}"}]
 
     shots: dict[str, list[str]] = {}
-    for record in convert(dev_path, _mmlu_rows(dev_path, name, split), convert_dev, skip_bad=skip_bad,
-                          skipped_path=None):
+    for record in convert_rows(_mmlu_rows(dev_path, name, split), dev_path, convert_dev, skip_bad=skip_bad,
+                               skipped_path=None):
         shots.setdefault(record["task"], []).append(record["text"])
     return shots
 
@@ -123,7 +123,7 @@ def read_mmlu(path: str, *, dev_path: str | None = None, k: int = 5, subject: st
         prompt = "\n\n".join([header] + examples + [block])
         return [{"id": row_id(row, label), "task": label, "messages": chat(prompt, letter)}]
 
-    return convert(path, rows, convert_row, skip_bad=skip_bad, skipped_path=skipped_path)
+    return convert_rows(rows, path, convert_row, skip_bad=skip_bad, skipped_path=skipped_path)
 
 
 def _try_subject(row: Row, default: str | None) -> str | None:
@@ -193,4 +193,4 @@ def read_truthfulqa(path: str, *, skip_bad: bool = False, skipped_path: str | No
         answer = require_str(values, "best_answer")
         return [{"id": row_id(row, label), "task": label, "messages": chat(question, answer)}]
 
-    return convert(path, rows, convert_row, skip_bad=skip_bad, skipped_path=skipped_path)
+    return convert_rows(rows, path, convert_row, skip_bad=skip_bad, skipped_path=skipped_path)

@@ -6,9 +6,9 @@ from typing import Sequence
 from forgetting_jax.data.errors import DataError
 from forgetting_jax.data.rows import Row, read_rows
 from forgetting_jax.data.sources_base import (
-    NamedField, chat, convert, doc_id, field_str, first_field, place, read, row_id, stem)
+    NamedField, chat, doc_id, field_str, first_field, place, read, row_id, stem)
 from forgetting_jax.data.tokenize import chunk_text
-from forgetting_jax.data.validate import require_messages, require_str
+from forgetting_jax.data.validate import convert_rows, require_messages, require_str
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def read_upstream(path: str, *, tokenizer=None, max_length: int | None = None, s
     """
     if duplicates not in DUPLICATES:
         raise ValueError(f"duplicates={duplicates!r}: expected one of {DUPLICATES}")
-    default_source = source or stem(path)
     file_stem = stem(path)
+    default_source = source or file_stem
     fields = (source_field,) if source_field else SOURCE_FIELDS
     named = NamedField(source_field, "source_field")
     seen: dict[str, str] = {}
@@ -82,8 +82,8 @@ def read_upstream(path: str, *, tokenizer=None, max_length: int | None = None, s
         label = row_source or default_source
         return [{"id": f"{document}:{k}", "task": label, "text": piece} for k, piece in enumerate(pieces)]
 
-    records = convert(path, read_rows(path, name=name, split=split), convert_row, skip_bad=skip_bad,
-                      skipped_path=skipped_path)
+    records = convert_rows(read_rows(path, name=name, split=split), path, convert_row, skip_bad=skip_bad,
+                           skipped_path=skipped_path)
     named.check(path)
     if dropped_duplicates:
         log.warning("%s: left out %d rows whose document id was seen before (duplicates='skip')",
@@ -177,8 +177,8 @@ def read_flan(path: str, *, task: str | None = None, task_field: str | None = No
         targets = require_str(row.values, "targets")
         return [{"id": row_id(row, label), "task": label, "messages": chat(inputs, targets)}]
 
-    records = convert(path, read_rows(path, name=name, split=split), convert_row, skip_bad=skip_bad,
-                      skipped_path=skipped_path)
+    records = convert_rows(read_rows(path, name=name, split=split), path, convert_row, skip_bad=skip_bad,
+                           skipped_path=skipped_path)
     named.check(path)
     _warn_submixture(path, {r["task"] for r in records})
     return records

@@ -89,10 +89,10 @@ def load_upstream(matrix: Any, tokenizer) -> list[Example]:
             raise ValueError(f"matrix.upstream {kind!r} is not demo, lm, chat or one of {sorted(READERS)}")
         reader = READERS[kind]
         accepted = inspect.signature(reader).parameters
-        unused = {k: v for k, v in kwargs.items() if k not in accepted and not (k == "duplicates" and v == "error")}
+        unused = [k for k in kwargs if k not in accepted]
         if unused:
             raise ValueError(f"matrix.upstream_kwargs {', '.join(unused)} do not apply to matrix.upstream={kind!r}")
-        records = reader(path, **{k: v for k, v in kwargs.items() if k in accepted})
+        records = reader(path, **kwargs)
     return encode_records(tokenizer, subsample(records, n, int(matrix.seed)), max_length, source=path)
 
 

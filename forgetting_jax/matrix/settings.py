@@ -5,8 +5,8 @@ matrix  upstream          demo: chunks of the bundled corpus; lm: language-model
                           source reader of `data.sources.READERS` (tulu, dolly, flan, ...)
         upstream_path     the file (or `datasets` name) for every upstream kind but demo
         upstream_kwargs   options of the upstream reader (those it takes; unset ones are left to
-                          the reader): duplicates ("error", or "skip": skip and count repeated
-                          document ids), source_field (a dotted field path, e.g.
+                          the reader): duplicates ("error", the reader's default, or "skip": skip
+                          and count repeated document ids), source_field (a dotted field path, e.g.
                           "meta.pile_set_name"), qualify_ids (prefix document ids with their
                           source; default: Dolma-layout rows only)
         num_upstream      N: upstream examples kept (a seeded subsample with stable ids; 0: all)
@@ -28,7 +28,9 @@ from ml_collections.config_dict import placeholder
 
 def matrix_defaults() -> ConfigDict:
     return ConfigDict(dict(
-        upstream="demo", upstream_path="", upstream_kwargs=ConfigDict(dict(
-            duplicates="error", source_field=placeholder(str), qualify_ids=placeholder(bool))), num_upstream=2000, seed=0, max_length=1024, dtype="float32",
+        upstream="demo", upstream_path="",
+        upstream_kwargs=ConfigDict(dict(duplicates=placeholder(str), source_field=placeholder(str),
+                                        qualify_ids=placeholder(bool))),
+        num_upstream=2000, seed=0, max_length=1024, dtype="float32",
         tokens_per_batch=16384, keep_models=False, max_rank=10, parallel_tasks=1, task_submeshes=1,
     ))

@@ -31,8 +31,6 @@ log = logging.getLogger("forgetting_jax.matrix")
 # What each file must hold: {array: (dtype kinds, ndim)}; "n" in a shape check is the upstream size.
 BASE_ARRAYS = {"example_id": ("U", 1), "nll": ("f", 1), "num_tokens": ("iu", 1)}
 ROW_ARRAYS = {"task": ("U", 0), "ft_nll": ("f", 1)}
-MATRIX_ARRAYS = {"Z": ("f", 2), "ft_nll": ("f", 2), "base_nll": ("f", 1), "tasks": ("U", 1),
-                 "example_ids": ("U", 1), "example_sources": ("U", 1)}
 
 
 def upstream_fingerprint(example_ids: Sequence[str], token_ids: Sequence[np.ndarray]) -> str:
@@ -123,18 +121,6 @@ class MatrixStore:
         if data is None or str(data["task"]) != task:
             return None
         return data["ft_nll"]
-
-    def matrix(self) -> dict | None:
-        """The arrays of forgetting.npz when it exists and is well formed; a damaged file is moved
-        aside (it is reassembled from the rows by the next run)."""
-        data = read_checked(self.matrix_path, None, MATRIX_ARRAYS)
-        if data is not None:
-            m, n = data["Z"].shape
-            if data["ft_nll"].shape != (m, n) or data["base_nll"].shape != (n,) or data["tasks"].shape != (m,) \
-                    or data["example_ids"].shape != (n,) or data["example_sources"].shape != (n,):
-                _damaged(self.matrix_path, "its arrays' shapes disagree")
-                return None
-        return data
 
     def write_row(self, task: str, fp: str, ft_nll: np.ndarray) -> None:
         if self._writer():
