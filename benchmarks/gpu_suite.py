@@ -30,7 +30,7 @@ SHAPES = {"olmo1b": dict(hidden=2048, layers=16, heads=16, vocab=50304, rows=8, 
           "smoke": dict(hidden=64, layers=2, heads=4, vocab=4096, rows=2, length=64, examples=32)}
 
 PHASES = ("env", "attention", "score_auto", "train_torch", "train_auto", "components", "train_auto_dots",
-          "train_auto_unroll", "train_auto_dots_unroll", "score_xla", "train_xla", "task_parallel")
+          "train_auto_scan", "score_xla", "train_xla", "task_parallel")
 
 
 def run(command: list[str], timeout: float, env: dict | None = None) -> tuple[int, str]:
@@ -149,10 +149,13 @@ def phase_components(args) -> dict:
 
     s = SHAPES[args.shape]
     d, B, L = s["hidden"], s["rows"], s["length"]
+    from forgetting_jax.experiment import scan_unroll
+
     config = ModelConfig(family="olmo", vocab_size=s["vocab"], hidden_size=d, num_layers=s["layers"],
                          num_heads=s["heads"], num_kv_heads=s["heads"], head_dim=d // s["heads"], mlp_dim=4 * d,
                          dtype="bfloat16")
-    out = {"tokens": B * L}
+    config = config.replace(scan_unroll=scan_unroll({"scan_layers": None}, s["layers"]))  # the default
+    out = {"tokens": B * L, "scan_unroll": config.scan_unroll}
     x = jax.random.normal(jax.random.key(1), (B, L, d), jnp.bfloat16)
     positions = jnp.broadcast_to(jnp.arange(L), (B, L))
     segments = jnp.ones((B, L), jnp.int32)
@@ -272,20 +275,22 @@ def _train_model_dir(args) -> str:
     return directory
 
 
-def phase_train(args, framework: str, attention_impl: str = "auto", remat: str = "none", unroll: bool = False) -> dict:
+def phase_train(args, framework: str, attention_impl: str = "auto", remat: str = "none", layers: str = "default"
+                ) -> dict:
+    """layers: default (the project's default: unrolled on GPUs), scan or unroll."""
     s = SHAPES[args.shape]
     model_dir = _train_model_dir(args)
     steps, warmup = (8, 3) if args.shape == "olmo1b" else (3, 1)
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "train_throughput.py"), f"--worker={framework}",
                "--kind=full rows", "--dtype=bfloat16", f"--model_dir={model_dir}", f"--rows={s['rows']}",
                f"--length={s['length']}", f"--steps={steps}", f"--warmup={warmup}", "--threads=1",
-               f"--remat={remat}", f"--scan_unroll={s['layers'] if unroll else 1}"]
+               f"--remat={remat}", f"--scan_unroll={ {'default': 0, 'scan': 1, 'unroll': s['layers']}[layers] }"]
     env = {} if attention_impl == "auto" else {"FJ_ATTENTION": attention_impl}
     code, log = run(command, args.remaining, env)
     if code != 0:
         raise RuntimeError(log[-3000:])
     rates = json.loads([line for line in log.splitlines() if line.startswith("[")][-1])
-    return {"framework": framework, "attention": attention_impl, "remat": remat, "unrolled": unroll, "rows": s["rows"],
+    return {"framework": framework, "attention": attention_impl, "remat": remat, "layers": layers, "rows": s["rows"],
             "length": s["length"], "tokens_per_s_median": statistics.median(rates), "tokens_per_s": rates}
 
 
@@ -302,11 +307,10 @@ def phase(name: str, args) -> dict:
         return phase_score(args, name.split("_", 1)[1])
     if name == "train_torch":
         return phase_train(args, "torch")
-    if name.startswith("train_"):  # train_<attention>[_<remat>][_unroll]
+    if name.startswith("train_"):  # train_<attention>[_<remat>][_scan|_unroll]
         parts = name.split("_")[1:]
-        unroll = parts[-1] == "unroll"
-        parts = parts[:-1] if unroll else parts
-        return phase_train(args, "jax", parts[0], parts[1] if len(parts) > 1 else "none", unroll)
+        layers = parts.pop() if parts[-1] in ("scan", "unroll") else "default"
+        return phase_train(args, "jax", parts[0], parts[1] if len(parts) > 1 else "none", layers)
     raise ValueError(f"unknown phase {name}")
 
 
@@ -326,13 +330,13 @@ def summary(results: dict) -> str:
                          f"{r['fj_whole_process_tokens_per_s']:,}/s |")
             lines.append(f"| scoring, transformers, batch 32 sorted (same run) | {r['transformers_tokens_per_s']:,} | "
                          f"| max NLL difference {r['max_abs_nll_difference']:.3g} |")
-    for name in ("train_torch", "train_auto", "train_auto_dots", "train_auto_unroll", "train_auto_dots_unroll",
+    for name in ("train_torch", "train_auto", "train_auto_dots", "train_auto_scan", "train_auto_unroll",
                  "train_xla"):
         r = results.get(name)
         if isinstance(r, dict) and "tokens_per_s_median" in r:
             label = "transformers (fp32 + bf16 autocast, fused AdamW)" if r["framework"] == "torch" else \
                 f"forgetting_jax, attention {r['attention']}, remat {r['remat']}" + \
-                (", layers unrolled" if r.get("unrolled") else "")
+                f", layers {r.get('layers', 'default')}"
             lines.append(f"| full fine-tuning {r['rows']} x {r['length']}, {label} | {r['tokens_per_s_median']:,.0f} | "
                          f"{'65,000' if r['framework'] == 'jax' else ''} | |")
     attention = results.get("attention")

@@ -55,7 +55,7 @@ def load_config(path: str, overrides: list[str]):
 def worker(args) -> None:
     """One setting in its own process: prints {"seconds", "finetune_seconds", "score_seconds"}."""
     from forgetting_jax.matrix import pipeline
-    from forgetting_jax.train import loop, multitask
+    from forgetting_jax.train import finetune
 
     config = load_config(args.config, args.set + [f"matrix.parallel_tasks={args.parallel}"])
     tasks = list(config.data.tasks)[: args.tasks]
@@ -70,9 +70,9 @@ def worker(args) -> None:
                 spent[name] += time.perf_counter() - start
         return wrapper
 
-    loop.finetune = timed("finetune", loop.finetune)
-    multitask.finetune_group = timed("finetune", multitask.finetune_group)
-    pipeline.score_model = timed("score", pipeline.score_model)
+    finetune.finetune = timed("finetune", finetune.finetune)
+    finetune.finetune_group = timed("finetune", finetune.finetune_group)
+    pipeline.score_params = timed("score", pipeline.score_params)
     start = time.perf_counter()
     summary = pipeline.run_pipeline(config, args.workdir, tasks=tasks, analyze=False)
     seconds = time.perf_counter() - start
@@ -88,8 +88,7 @@ def prepare(config_path: str, overrides: list[str], out: str, base_workdir: str 
     """A workspace holding the base model and its base scores (nothing else)."""
     if base_workdir:
         shutil.copytree(os.path.join(base_workdir, "base"), os.path.join(out, "base"))
-        os.makedirs(os.path.join(out, "matrix"))
-        shutil.copy(os.path.join(base_workdir, "matrix", "base_nll.npz"), os.path.join(out, "matrix"))
+        shutil.copytree(os.path.join(base_workdir, "matrix", "base_nll"), os.path.join(out, "matrix", "base_nll"))
     code = ("import sys; sys.path.insert(0, %r); from benchmarks.task_parallel import load_config; "
             "from forgetting_jax.matrix.pipeline import prepare_upstream; "
             "prepare_upstream(load_config(%r, %r), %r)" % (ROOT, config_path, overrides, out))

@@ -73,7 +73,7 @@ def real_tokens(step):
 class JaxTrainer:
     """This project's compiled step on one device; batches packed ahead of time."""
 
-    def __init__(self, model_dir, workload, kind, dtype, rows, length, remat="none", scan_unroll=1):
+    def __init__(self, model_dir, workload, kind, dtype, rows, length, remat="none", scan_unroll=0):
         import jax
 
         from forgetting_jax.data.packing import first_fit_decreasing, materialize_rows
@@ -82,7 +82,10 @@ class JaxTrainer:
         from forgetting_jax.train.optimizer import OptimizerSettings
         from forgetting_jax.train.step import BATCH_FIELDS, StepSettings, compiled_steps
 
+        from forgetting_jax.experiment import scan_unroll as default_unroll
+
         config, params, _ = load_hf_model(model_dir)
+        scan_unroll = scan_unroll or default_unroll({"scan_layers": None}, config.num_layers)
         config = config.replace(dtype=dtype, remat_policy=remat, scan_unroll=scan_unroll)
         mesh = make_mesh({"data": 1}, jax.devices()[:1])
         # Full rows: one micro-batch of all rows. Examples: room for 8 rows in micro-batches of 2;
@@ -195,8 +198,9 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--kinds", default="full rows,examples")
     parser.add_argument("--remat", default="none", help="remat policy of the JAX step (none, full, dots, dots_no_batch)")
-    parser.add_argument("--scan_unroll", type=int, default=1,
-                        help="layers per iteration of the JAX step's layer scan (the layer count: fully unrolled)")
+    parser.add_argument("--scan_unroll", type=int, default=0,
+                        help="layers per iteration of the JAX step's layer scan (1: scanned; the layer count: "
+                             "unrolled; 0: the project's default, model.scan_layers=None: unrolled on GPUs)")
     parser.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)

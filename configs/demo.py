@@ -15,20 +15,20 @@ upstream examples held out to measure forgetting. r = 1/8 rather than the paper'
 models: a 50-step run would replay only 12 examples at 1/32 (50 at 1/8).
 """
 
-from forgetting_jax.train.settings import DEMO_TASKS, default_config
+from forgetting_jax.experiment import DEMO_TASKS, default_config
 
 def get_config():
     config = default_config()
     config.name = "demo"
-    config.model.update(dict(base="pretrain", family="llama", hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
-                             head_dim=32, mlp_dim=512, max_position_embeddings=512, dtype="bfloat16"))
-    config.mesh.update(dict(data=-1, num_devices=1))
-    config.data.update(dict(source="demo", tasks=DEMO_TASKS, max_length=128))
-    config.train.update(dict(lr=3e-4, steps=50, warmup_steps=5, batch_size=8, row_length=128, micro_rows=2,
-                             eval_every=10, eval_rows=16, log_every=10))
+    # the default architecture (2 layers, width 128, 4 heads of 32) pre-trained from scratch
+    config.model.update(dict(base="pretrain", max_position_embeddings=512))
+    config.mesh.update(dict(num_devices=1))
+    config.data.update(dict(tasks=DEMO_TASKS, max_length=128))  # the default source: the bundled suite
+    config.train.update(dict(lr=3e-4, steps=50, warmup_steps=5, row_length=128, micro_rows=2, eval_every=10,
+                             eval_rows=16))
     config.pretrain.update(dict(lr=3e-3, steps=200, warmup_steps=20, batch_size=16, micro_rows=16, row_length=256,
-                                weight_decay=0.01, eval_every=0, log_every=20))
-    config.matrix.update(dict(upstream="demo", num_upstream=2000, max_length=128))
+                                log_every=20))
+    config.matrix.update(dict(max_length=128))  # the default upstream: 2,000 chunks of the bundled corpus
     config.replay.update(dict(
         test_tasks=("divide", "palindrome", "to_hex", "time_24h", "element_symbol", "definition_family"),
         strategies=("none", "random", "predicted:additive", "predicted:knn", "ground_truth", "online:additive"),

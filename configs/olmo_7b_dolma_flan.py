@@ -8,19 +8,18 @@ activations are rematerialised except for matrix products (remat_policy dots). R
 olmo_1b_dolma_flan.
 """
 
-from forgetting_jax.train.settings import default_config
+from forgetting_jax.experiment import default_config
 
 
 def get_config():
     config = default_config()
     config.name = "olmo_7b_dolma_flan"
     config.model.update(dict(remat_policy="dots_no_batch"))
-    config.mesh.update(dict(data=1, fsdp=-1, tensor=1))
-    config.data.update(dict(source="files", reader="flan", train_path="data/flan/{task}.jsonl",
-                            validation_fraction=0.1, max_validation=100, max_length=1024))
-    config.train.update(dict(row_length=1024, micro_rows=1, eval_every=100, export_dtype="bfloat16"))
+    config.mesh.update(dict(data=1, fsdp=-1))
+    config.data.update(dict(source="files", train_path="data/flan/{task}.jsonl", max_validation=100))
+    config.train.update(dict(export_dtype="bfloat16"))
     config.matrix.update(dict(
-        upstream="lm", upstream_path="data/dolma_sample.jsonl", num_upstream=0, max_length=1024,
-        dtype="bfloat16"))
-    config.replay.update(dict(ratio=1 / 32))  # set replay.test_tasks: FLAN tasks outside data.tasks
+        upstream="lm", upstream_path="data/dolma_sample.jsonl", num_upstream=0, dtype="bfloat16"))
+    # replay: the default ratio 1/32 (the paper's for base models); set replay.test_tasks: FLAN tasks
+    # outside data.tasks
     return config

@@ -13,19 +13,17 @@ tasks (data.tasks) train the prediction; name the new tasks in replay.test_tasks
   --config.replay.test_tasks=information_extraction,open_qa
 """
 
-from forgetting_jax.train.settings import default_config
+from forgetting_jax.experiment import default_config
 
 
 def get_config():
     config = default_config()
     config.name = "olmo_7b_instruct_tulu"
     config.model.update(dict(remat_policy="dots_no_batch"))
-    config.mesh.update(dict(data=1, fsdp=-1, tensor=1))
-    config.data.update(dict(source="files", reader="dolly", train_path="data/dolly.jsonl",
-                            validation_fraction=0.1, max_validation=100, max_length=1024))
-    config.train.update(dict(steps=100, row_length=1024, micro_rows=1, eval_every=10, export_dtype="bfloat16"))
+    config.mesh.update(dict(data=1, fsdp=-1))
+    config.data.update(dict(source="files", reader="dolly", train_path="data/dolly.jsonl", max_validation=100))
+    config.train.update(dict(steps=100, eval_every=10, export_dtype="bfloat16"))
     config.matrix.update(dict(
-        upstream="tulu", upstream_path="data/tulu_v2_sample.jsonl", num_upstream=0, max_length=1024,
-        dtype="bfloat16"))
+        upstream="tulu", upstream_path="data/tulu_v2_sample.jsonl", num_upstream=0, dtype="bfloat16"))
     config.replay.update(dict(ratio=1 / 8))  # the paper's ratio for instruct models; set replay.test_tasks
     return config

@@ -169,7 +169,7 @@ def command_help(name: str) -> str:
         lines += ["  --config.SECTION.FIELD=VALUE",
                   "      Override any field of the config, e.g. --config.train.lr=1e-4; list fields take",
                   "      comma lists: --config.data.tasks=add,subtract. Sections and fields:",
-                  "      forgetting_jax/train/settings.py."]
+                  "      forgetting_jax/experiment/sections.py."]
     lines += ["", "example:", "  " + EXAMPLES.get(name, f"forgetting-jax {name} --help"), "",
               "forgetting-jax --help lists the commands; --helpfull lists every flag, absl's included."]
     return "\n".join(lines)
@@ -207,7 +207,7 @@ def run(argv: list[str] | None = None) -> None:
         return module.main(main_argv)
 
     try:
-        app.run(main, argv=command_argv)
+        app.run(main, argv=command_argv, flags_parser=lambda args: _parse_flags(name, args))
     except (AttributeError, KeyError) as err:
         if started:  # raised by the command itself, not by the parsing of its flags
             raise
@@ -216,6 +216,26 @@ def run(argv: list[str] | None = None) -> None:
         sys.argv = saved_argv
         for flag_name in [n for n in flags.FLAGS if n.startswith("config.")]:
             delattr(flags.FLAGS, flag_name)  # defined by this run's overrides; the next run redefines them
+
+
+def _parse_flags(name: str, argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a `--config.a.b=v` whose value does not parse as the field's type
+    (--config.train.steps=abc) failing in one line that names the field and its type."""
+    from absl import app, flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        found = re.match(r"flag --config\.([\w.]+)=(.*?): ", str(err), re.DOTALL)
+        if found is None:
+            return app.parse_flags_with_usage(argv)  # absl's message and exit status
+        from forgetting_jax.experiment import field_kind
+
+        field, value = found.groups()
+        kind = field_kind(field) or "of the field's type"
+        print(f"forgetting-jax {name}: error: config field {field}={value!r} is not {kind}", file=sys.stderr,
+              flush=True)
+        sys.exit(2)
 
 
 def _unknown_override(name: str, args: list[str], err: BaseException) -> None:
@@ -228,5 +248,5 @@ def _unknown_override(name: str, args: list[str], err: BaseException) -> None:
     section = culprit.split(".")[1:-1]
     where = "the config" if not section else "config." + ".".join(section)
     print(f"forgetting-jax {name}: error: {culprit}: {where} has no field {field!r} (sections and fields: "
-          f"forgetting_jax/train/settings.py; `forgetting-jax {name} --help`)", file=sys.stderr, flush=True)
+          f"forgetting_jax/experiment/sections.py; `forgetting-jax {name} --help`)", file=sys.stderr, flush=True)
     sys.exit(2)

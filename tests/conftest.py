@@ -10,3 +10,41 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def warnings_of_package():
+    """WARNING messages of the `forgetting_jax` loggers (whatever setup_logging did to propagation)."""
+    handler = _Records()
+    logger = logging.getLogger("forgetting_jax")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.fixture(scope="session")
+def micro_matrix(tmp_path_factory):
+    """(W, RunSummary): a workspace holding the micro demo's finished matrix (tests/micro_demo.py:
+    base model, base scores, 3 fine-tuning runs, rows, analysis, report), built once per session.
+    Read it in place; a test that changes a workspace works on a copy (micro_demo.copy_workspace)."""
+    from forgetting_jax.matrix.pipeline import run_pipeline
+    from micro_demo import micro_config
+
+    workdir = str(tmp_path_factory.mktemp("micro_matrix") / "W")
+    return workdir, run_pipeline(micro_config(), workdir)

@@ -5,7 +5,6 @@ launch script's usage printed) and listed in DRY_ONLY with the reason."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -13,21 +12,17 @@ import pytest
 from absl import logging as absl_logging
 
 import documented as doc
+import micro_demo
+from tiny_hf import make_hf_base
 
 ROOT = doc.ROOT
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "data")
 
-# Appended to every demo-config line (pretrain, finetune, run, replay), identical everywhere so that
-# the lines share one micro workspace: base, rows and replay runs are reused by fingerprint.
+# Appended to every demo-config line (pretrain, finetune, run, replay): the micro demo
+# (tests/micro_demo.py), identical everywhere so that the lines share one micro workspace (base, rows
+# and replay runs reused by fingerprint) and the other pipeline tests' compiled steps.
 DEMO_TASKS = "add,subtract,parity"  # = `forgetting-jax run --help`'s example, so it reuses too
-DEMO_SHRINK = {
-    "model.hidden_size": "32", "model.num_layers": "1", "model.num_heads": "2", "model.num_kv_heads": "2",
-    "model.head_dim": "16", "model.mlp_dim": "64", "model.dtype": "float32",
-    "pretrain.steps": "4", "pretrain.batch_size": "4", "pretrain.micro_rows": "4", "pretrain.row_length": "128",
-    "pretrain.max_examples": "64", "train.steps": "2", "train.eval_every": "2", "train.log_every": "2",
-    "matrix.num_upstream": "48", "data.tasks": DEMO_TASKS,
-    "replay.test_tasks": "divide", "replay.strategies": "none,random", "replay.num_heldout": "16",
-}
+DEMO_SHRINK = micro_demo.flag_values(tasks=DEMO_TASKS.split(","), **{"replay.test_tasks": ("divide",)})
 # Appended to every line of a config that imports a Hugging Face model (model.hf_dir, a tiny one).
 HF_SHRINK = {
     "mesh.num_devices": "1", "mesh.fsdp": "1", "model.dtype": "float32", "train.steps": "2",
@@ -42,7 +37,7 @@ TASK_OF_CONFIG = {"olmo_7b_instruct_tulu": "open_qa"}  # the rest: FLAN fixtures
 # Lines that cannot run on this machine: prefix of the documented line -> why only a dry check.
 DRY_ONLY = {
     "launch/local_cpu.sh": "a subprocess running `forgetting-jax run` (executed in-process by the README's "
-                           "own run lines); P > 1 is the multi-process rehearsal of tests/scale",
+                           "own run lines); P > 1 is the multi-process rehearsal of tests/train/test_train_distributed.py",
     "launch/single_gpu_debug.sh": "needs a GPU (CUDA_VISIBLE_DEVICES, cuDNN flags)",
     "sbatch --nodes=N launch/slurm_gpu.sbatch": "needs a Slurm cluster",
     "launch/tpu_vm.sh": "needs gcloud and a Cloud TPU project",
@@ -163,17 +158,6 @@ def resources(tmp_path_factory):
                 root=ROOT, base=str(base), flan_task=sorted({r["task"] for r in flan})[0])
 
 
-def make_hf_base(out_dir: str) -> str:
-    """A random-weight HF llama directory with the demo tokenizer (as tests/train/train_helpers.py)."""
-    from forgetting_jax.data.demo import tokenizer_path
-    from tiny_hf import make_tiny_model
-
-    make_tiny_model("llama", out_dir, vocab_size=4096, hidden_size=32, layers=2)
-    for name in os.listdir(tokenizer_path()):
-        shutil.copyfile(os.path.join(tokenizer_path(), name), os.path.join(out_dir, name))
-    return out_dir
-
-
 def _config_name(argv):
     for arg in argv:
         if arg.startswith("--config="):
@@ -203,11 +187,32 @@ def _order(line):
     return {"pretrain": 0, "finetune": 1, "run": 2, "replay": 3}.get(words[1] if len(words) > 1 else "", 4)
 
 
+EXPERIMENT_COMMANDS = ("pretrain", "finetune", "run", "replay")
+
+
+def _is_slow(documented) -> bool:
+    """Lines that train (the experiment commands) or read the shared micro workspace they build
+    (its matrix): marked slow, so that `-m "not slow"` keeps the rest and never runs a line whose
+    workspace it skipped."""
+    if documented.kind == "script" or any(documented.line.startswith(p) for p in DRY_ONLY):
+        return False
+    if documented.command in EXPERIMENT_COMMANDS:
+        return True
+    marker = "\0workspace\0"
+    placeholders = dict(workdir=marker, tmp="t", hf_dir="h", fixtures="f", data="d", root="r", task="add",
+                        matrix_task="add")
+    try:
+        return any(marker in arg for arg in doc.concretize(documented, placeholders))
+    except doc.UnknownPlaceholder:
+        return False  # fails in the test itself, naming the placeholder
+
+
 HELP_TEXTS = doc.help_texts()  # collected at import time, for the test ids
 DOCUMENTED = sorted(doc.all_documented(HELP_TEXTS), key=lambda d: _order(d.line))
 
 
-@pytest.mark.parametrize("line", DOCUMENTED, ids=[f"{d.source}|{d.line[:70]}" for d in DOCUMENTED])
+@pytest.mark.parametrize("line", [pytest.param(d, marks=[pytest.mark.slow] if _is_slow(d) else [],
+                                               id=f"{d.source}|{d.line[:70]}") for d in DOCUMENTED])
 def test_documented_line_runs(line, resources, tmp_path):
     dry = next((p for p in DRY_ONLY if line.line.startswith(p)), None)
     if line.kind == "script":

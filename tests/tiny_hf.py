@@ -1,6 +1,7 @@
 """Tiny random transformers models of every supported family, saved as HF directories (tests only)."""
 
 import os
+import shutil
 
 import torch
 import transformers
@@ -43,6 +44,17 @@ def make_tiny_model(name: str, out_dir: str, vocab_size: int = 128, hidden_size:
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
     return model
+
+
+def make_hf_base(out_dir: str) -> str:
+    """A random-weight HF llama directory (2 layers, width 32) with the demo tokenizer: the Hugging
+    Face base model of the training and documented-command tests."""
+    from forgetting_jax.data.demo import tokenizer_path
+
+    make_tiny_model("llama", out_dir, vocab_size=4096, hidden_size=32, layers=2)
+    for name in os.listdir(tokenizer_path()):
+        shutil.copyfile(os.path.join(tokenizer_path(), name), os.path.join(out_dir, name))
+    return out_dir
 
 
 def torch_logits(model, tokens, attention_mask=None):

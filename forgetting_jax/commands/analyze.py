@@ -8,9 +8,7 @@ representation similarity when `task_embeddings` and `example_embeddings` are pr
 figures DIR/heatmap.png, DIR/r2_by_rank.png, DIR/components.png.
 """
 
-import sys
-
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -26,25 +24,15 @@ flags.DEFINE_integer("chunk_columns", None, "Columns per streamed block (default
 REQUIRED = ("matrix", "output")  # listed as required by --help
 
 
-def _fail(message: str) -> None:
-    print(f"forgetting-jax analyze: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.matrix or not FLAGS.output:
-        _fail("--matrix and --output are required")
+    from forgetting_jax.commands.common import check_args, fail, reported_errors, setup_logging
+
+    check_args("analyze", argv, REQUIRED)
     if FLAGS.max_rank < 1:
-        _fail("--max_rank must be at least 1")
-    from forgetting_jax.analysis.matrix_file import MatrixFileError
+        fail("analyze", "--max_rank must be at least 1", 2)
     from forgetting_jax.analysis.report import analyze_matrix
-    from forgetting_jax.commands.common import setup_logging
 
     setup_logging()
-    try:
+    with reported_errors("analyze"):
         analyze_matrix(FLAGS.matrix, FLAGS.output, FLAGS.max_rank, FLAGS.reg, FLAGS.top_n, FLAGS.top_fraction,
                        FLAGS.chunk_columns)
-    except MatrixFileError as err:
-        _fail(str(err))

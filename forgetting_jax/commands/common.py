@@ -1,9 +1,23 @@
-"""What every command shares: failing with a clear message, progress bars, quiet libraries."""
+"""What every command shares: argument checks, logging and quiet libraries, process setup, the
+workspace lock, and expected errors ending the command in one clear line.
 
+  check_args(command, argv, required)   stray arguments and missing required flags
+  run_experiment(command, argv, body)   an experiment command (--config, --workdir): the config
+                                        parsed and validated, logging, the distributed runtime,
+                                        the workspace lock, then body(experiment)
+  reported_errors(command)              a context in which the errors a user can act on (bad data,
+                                        config, checkpoint, missing file, workspace locked) end the
+                                        command with `forgetting-jax CMD: error: ...`
+"""
+
+import contextlib
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence
+
+if TYPE_CHECKING:
+    from forgetting_jax.experiment import Experiment
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,6 +42,58 @@ def fail(command: str, message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def check_args(command: str, argv: Sequence[str], required: Sequence[str] = ()) -> None:
+    """Fails (status 2) on stray arguments or a missing required flag (absl flag names)."""
+    from absl import flags
+
+    if len(argv) > 1:
+        fail(command, f"unexpected arguments: {' '.join(argv[1:])}", 2)
+    for name in required:
+        if flags.FLAGS[name].value in (None, "", [], ()):
+            fail(command, f"--{name} is required", 2)
+
+
+def _expected_errors() -> tuple[type, ...]:
+    from forgetting_jax.analysis.matrix_file import MatrixFileError
+    from forgetting_jax.data.errors import DataError
+    from forgetting_jax.models.config import ConfigError
+    from forgetting_jax.models.hf_checkpoint import CheckpointError
+    from forgetting_jax.utils.lock import WorkspaceLocked
+
+    return (DataError, ConfigError, CheckpointError, MatrixFileError, WorkspaceLocked, ValueError,
+            FileNotFoundError, KeyError)
+
+
+@contextlib.contextmanager
+def reported_errors(command: str) -> Iterator[None]:
+    """Errors a user can act on end the command with one line (the message, whitespace folded)."""
+    try:
+        yield
+    except _expected_errors() as err:
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        fail(command, " ".join(message.split()))
+
+
+def run_experiment(command: str, argv: Sequence[str], body: Callable[[Any], Any], required: Sequence[str] = (),
+                   lock: bool = True) -> Any:
+    """The skeleton of an experiment command: arguments checked (with `required` flags), the config
+    parsed and validated, logging, the process set up (XLA flags, the distributed runtime, the
+    compilation cache), the workspace locked (W/.lock), then body(experiment); expected errors end
+    it in one line."""
+    from absl import flags
+
+    experiment = check_experiment_args(command, argv)
+    check_args(command, argv, required)
+    setup_logging()
+    from forgetting_jax.train.distributed import setup_process
+    from forgetting_jax.utils.lock import workspace_lock
+
+    setup_process(experiment, flags.FLAGS.workdir)
+    with reported_errors(command):
+        with workspace_lock(flags.FLAGS.workdir, command) if lock else contextlib.nullcontext():
+            return body(experiment)
+
+
 def define_experiment_flags() -> None:
     """--config (an ml_collections config file) and --workdir, shared by the experiment commands;
     defined once per process, whichever command is imported first."""
@@ -41,9 +107,14 @@ def define_experiment_flags() -> None:
         flags.DEFINE_string("workdir", None, "Workspace directory (see WORKSPACE.md).")
 
 
-def check_experiment_args(command: str, argv: list[str]) -> None:
-    """Fails clearly on stray arguments or a missing --config / --workdir."""
+def check_experiment_args(command: str, argv: list[str]) -> "Experiment":
+    """Fails clearly on stray arguments, a missing --config / --workdir or a config field the
+    schema does not allow (one line naming the field, e.g. `config field train.batching='exmaples'
+    is not one of examples, rows`); returns the parsed config (`experiment.parse`), whose sections
+    (experiment.train, experiment.model, ...) are typed and validated."""
     from absl import flags
+
+    from forgetting_jax.experiment import ConfigError, parse
 
     if len(argv) > 1:
         fail(command, f"unexpected arguments: {' '.join(argv[1:])}", 2)
@@ -51,16 +122,25 @@ def check_experiment_args(command: str, argv: list[str]) -> None:
         fail(command, "--config is required (e.g. --config=configs/demo.py)", 2)
     if not flags.FLAGS.workdir:
         fail(command, "--workdir is required", 2)
+    config = flags.FLAGS.config
+    if type(config).__name__ == "_ErrorConfig":  # ml_collections' stand-in for a file it could not load
+        error = getattr(config, "_error", None)
+        fail(command, f"--config={flags.FLAGS['config'].config_filename}: the config file could not be loaded "
+                      f"({type(error).__name__}: {' '.join(str(error).split())})", 2)
     split_config_lists()
+    try:
+        return parse(config)
+    except ConfigError as err:
+        fail(command, str(err), 2)
 
 
 def split_config_lists() -> None:
     """--config.data.tasks=a,b,c (read by ml_collections as the one item "a,b,c") becomes the items
     a, b, c: for every list or tuple field given on the command line (see
-    `train.settings.split_comma_lists`)."""
+    `experiment.split_comma_lists`)."""
     from absl import flags
 
-    from forgetting_jax.train.settings import split_comma_lists
+    from forgetting_jax.experiment import split_comma_lists
 
     overridden = [name.removeprefix("config.") for name in flags.FLAGS
                   if name.startswith("config.") and flags.FLAGS[name].present]
@@ -98,11 +178,3 @@ def setup_logging() -> None:
         transformers.logging.set_verbosity_error()
     except ImportError:
         pass
-
-
-def progress_bar(total: int, unit: str, desc: str):
-    """A tqdm bar on stderr (disabled when stderr is not a terminal and FJ_PROGRESS=0)."""
-    from tqdm.auto import tqdm
-
-    disable = os.environ.get("FJ_PROGRESS", "1") == "0"
-    return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, disable=disable, file=sys.stderr)

@@ -23,7 +23,7 @@ from collections import Counter
 
 from absl import flags
 
-from forgetting_jax.commands.common import fail, setup_logging
+from forgetting_jax.commands.common import check_args, fail, setup_logging
 from forgetting_jax.data.readers import FORMATS
 
 _SOURCE = flags.DEFINE_string("source", None, "How to read --data: a source reader (upstream, tulu, dolly, flan, "
@@ -143,11 +143,7 @@ def _report(result: dict) -> str:
 def main(argv):
     from forgetting_jax.data.sources import READERS
 
-    if len(argv) > 1:
-        fail("inspect", f"unexpected arguments: {' '.join(argv[1:])}", 2)
-    for flag in (_SOURCE, _DATA):
-        if not flag.value:
-            fail("inspect", f"--{flag.name} is required", 2)
+    check_args("inspect", argv, REQUIRED)
     kinds = list(READERS) + list(FORMATS)
     if _SOURCE.value not in kinds:
         fail("inspect", f"--source={_SOURCE.value}: unknown kind; expected one of {', '.join(kinds)}", 2)

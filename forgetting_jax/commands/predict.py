@@ -12,7 +12,7 @@ entries only.
 import logging
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -52,10 +52,9 @@ def _fail(message: str) -> None:
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.matrix or not FLAGS.output:
-        _fail("--matrix and --output are required")
+    from forgetting_jax.commands.common import check_args
+
+    check_args("predict", argv, REQUIRED)
     if (FLAGS.test_tasks is None) == (FLAGS.test_fraction is None):
         _fail("give exactly one of --test_tasks and --test_fraction")
     from forgetting_jax.commands.common import setup_logging

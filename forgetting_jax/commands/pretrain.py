@@ -3,14 +3,14 @@
   forgetting-jax pretrain --config=configs/demo.py --workdir=W [--config.pretrain.steps=100 ...]
 
 Writes W/base/<fingerprint>/ (orbax parameters, an HF model directory, metrics.jsonl; see
-train/loop.py). A finished base with the same fingerprint is reused; an interrupted one resumes.
+train/base.py). A finished base with the same fingerprint is reused; an interrupted one resumes.
 """
 
 import logging
 
 from absl import flags
 
-from forgetting_jax.commands.common import check_experiment_args, define_experiment_flags, fail, setup_logging
+from forgetting_jax.commands.common import define_experiment_flags, run_experiment
 
 define_experiment_flags()
 FLAGS = flags.FLAGS
@@ -19,21 +19,11 @@ log = logging.getLogger("forgetting_jax.pretrain")
 
 
 def main(argv):
-    check_experiment_args("pretrain", argv)
-    setup_logging()
-    from forgetting_jax.train.distributed import setup_process
+    def body(experiment):
+        from forgetting_jax.train.base import pretrain
 
-    setup_process(FLAGS.config, FLAGS.workdir)
-    from forgetting_jax.data.errors import DataError
-    from forgetting_jax.models.config import ConfigError
-    from forgetting_jax.train.loop import pretrain
+        return pretrain(experiment, FLAGS.workdir)
 
-    from forgetting_jax.utils.lock import WorkspaceLocked, workspace_lock
-
-    try:
-        with workspace_lock(FLAGS.workdir, "pretrain"):
-            base = pretrain(FLAGS.config, FLAGS.workdir)
-    except (DataError, ConfigError, ValueError, FileNotFoundError, WorkspaceLocked) as err:
-        fail("pretrain", str(err))
+    base = run_experiment("pretrain", argv, body)
     log.info("base model: %s (HF directory %s)", base.directory, base.model_dir)
     print(base.model_dir)

@@ -4,14 +4,15 @@ random, predicted, ground truth, online, top-k) and compare the forgetting they 
   forgetting-jax replay --config=configs/demo.py --workdir=W [--strategies=none,random] [--tasks=a,b]
 
 Needs the forgetting matrix of config.data.tasks (`forgetting-jax run`); builds or reuses it first.
-Writes W/replay/results.json, W/replay/table.md, W/replay/replay.png and a section of W/report.md.
+Writes the experiment's replay/results.json, replay/table.md, replay/replay.png and a section of
+its report.md (W/experiments/<name>/), and copies of them at W/replay/ and W/report.md.
 Every run is fingerprinted and reused: rerunning the command retrains nothing finished, and a
 killed run continues where it stopped.
 """
 
 from absl import flags
 
-from forgetting_jax.commands.common import check_experiment_args, define_experiment_flags, fail, setup_logging
+from forgetting_jax.commands.common import define_experiment_flags, run_experiment
 
 define_experiment_flags()
 FLAGS = flags.FLAGS
@@ -20,22 +21,12 @@ _TASKS = flags.DEFINE_list("tasks", [], "Test tasks to run (default: config.repl
 
 
 def main(argv):
-    check_experiment_args("replay", argv)
-    if "replay" not in FLAGS.config:
-        fail("replay", "the config has no replay section (start it from train.settings.default_config())", 2)
-    setup_logging()
-    from forgetting_jax.replay.experiment import run_replay
-    from forgetting_jax.train.distributed import setup_process
+    def body(experiment):
+        from forgetting_jax.replay.experiment import run_replay
 
-    setup_process(FLAGS.config, FLAGS.workdir)
-    from forgetting_jax.utils.lock import WorkspaceLocked, workspace_lock
+        return run_replay(experiment, FLAGS.workdir, strategies=_STRATEGIES.value, tasks=_TASKS.value)
 
-    try:
-        with workspace_lock(FLAGS.workdir, "replay"):
-            results = run_replay(FLAGS.config, FLAGS.workdir, strategies=_STRATEGIES.value, tasks=_TASKS.value)
-    except (ValueError, FileNotFoundError, KeyError, WorkspaceLocked) as err:
-        fail("replay", str(err))
-    _print(results, FLAGS.workdir)
+    _print(run_experiment("replay", argv, body), FLAGS.workdir)
 
 
 def _print(results: dict, workdir: str) -> None:
@@ -52,6 +43,8 @@ def _print(results: dict, workdir: str) -> None:
         p_w = "n/a" if t["wilcoxon_p"] is None else f"{t['wilcoxon_p']:.3g}"
         lines.append(f"  {t['strategy']} vs {t['reference']}: {t['difference_mean']:+.4f} (paired t p {p_t}, "
                      f"Wilcoxon p {p_w})")
-    lines.append(f"  results  {os.path.join(workdir, 'replay', 'results.json')}   table and figure in "
-                 f"{os.path.join(workdir, 'replay')}, section in {os.path.join(workdir, 'report.md')}")
+    experiment = results.get("experiment_dir") or workdir
+    lines.append(f"  results  {os.path.join(experiment, 'replay', 'results.json')}   table and figure in "
+                 f"{os.path.join(experiment, 'replay')}, section in {os.path.join(experiment, 'report.md')} "
+                 f"(copies in {os.path.join(workdir, 'replay')} and {os.path.join(workdir, 'report.md')})")
     print("\n".join(lines), flush=True)

@@ -2,8 +2,11 @@
 
   forgetting-jax run --config=configs/demo.py --workdir=W [--tasks=a,b] [--redo=c]
 
-Writes W/matrix/forgetting.npz (Z, ft_nll, base_nll, tasks, example_ids, example_sources), one
-file per finished row under W/matrix/rows/, W/analysis/ (fits.json, figures) and W/report.md.
+Writes one file per finished row, W/matrix/rows/<task>/<fp>.npz (keyed by the row's fingerprint),
+and the experiment's own directory W/experiments/<name>/ (<name>: config.name): experiment.json,
+forgetting.npz (Z, ft_nll, base_nll, tasks, example_ids, example_sources), analysis/ (fits.json,
+figures) and report.md. W/matrix/forgetting.npz and W/report.md are copies of the most recent
+run's matrix and report; the experiment's directory is the one that stays (WORKSPACE.md).
 Rerunning the same command reuses everything finished; a killed run continues where it stopped.
 """
 
@@ -11,7 +14,7 @@ import logging
 
 from absl import flags
 
-from forgetting_jax.commands.common import check_experiment_args, define_experiment_flags, fail, setup_logging
+from forgetting_jax.commands.common import define_experiment_flags, run_experiment
 
 define_experiment_flags()
 FLAGS = flags.FLAGS
@@ -23,19 +26,11 @@ log = logging.getLogger("forgetting_jax.run")
 
 
 def main(argv):
-    check_experiment_args("run", argv)
-    setup_logging()
-    from forgetting_jax.train.distributed import setup_process
+    def body(experiment):
+        from forgetting_jax.matrix.pipeline import run_pipeline
 
-    setup_process(FLAGS.config, FLAGS.workdir)
-    from forgetting_jax.matrix.pipeline import run_pipeline
+        return run_pipeline(experiment, FLAGS.workdir, tasks=_TASKS.value, redo=_REDO.value, analyze=_ANALYZE.value)
+
     from forgetting_jax.matrix.report import print_summary
-    from forgetting_jax.utils.lock import WorkspaceLocked, workspace_lock
 
-    try:
-        with workspace_lock(FLAGS.workdir, "run"):
-            summary = run_pipeline(FLAGS.config, FLAGS.workdir, tasks=_TASKS.value, redo=_REDO.value,
-                                   analyze=_ANALYZE.value)
-    except (ValueError, FileNotFoundError, KeyError, WorkspaceLocked) as err:
-        fail("run", str(err))
-    print_summary(summary)
+    print_summary(run_experiment("run", argv, body))

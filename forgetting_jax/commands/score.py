@@ -15,7 +15,8 @@ import jax
 import numpy as np
 from absl import flags
 
-from forgetting_jax.commands.common import fail, progress_bar, setup_logging
+from forgetting_jax.commands.common import check_args, fail, setup_logging
+from forgetting_jax.utils.progress import progress_bar
 
 _MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory (config.json, safetensors, tokenizer).")
 _DATA = flags.DEFINE_string("data", None, "JSON lines, or any file `datasets` reads (json, jsonl, parquet).")
@@ -33,11 +34,7 @@ log = logging.getLogger("forgetting_jax.score")
 
 
 def main(argv):
-    if len(argv) > 1:
-        fail("score", f"unexpected arguments: {' '.join(argv[1:])}", 2)
-    for flag in (_MODEL, _DATA, _OUTPUT):
-        if not flag.value:
-            fail("score", f"--{flag.name} is required", 2)
+    check_args("score", argv, REQUIRED)
     if not _OUTPUT.value.endswith(".npz"):
         fail("score", f"--output={_OUTPUT.value}: the output must be a .npz file", 2)
     setup_logging()

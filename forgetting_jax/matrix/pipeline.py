@@ -2,16 +2,23 @@
 
   1. the base model (imported or pre-trained; reused when its fingerprint matches);
   2. the N upstream examples, scored once with the base model (cached in the matrix store);
-  3. for each of the M tasks: fine-tune (reused when finished), score the upstream examples,
-     write the row ft_nll[i] (Z[i] = ft_nll[i] - base_nll), drop the fine-tuned weights unless
-     matrix.keep_models. With matrix.parallel_tasks = P > 1, the next P tasks that need a run
-     are fine-tuned at once in one compiled step (train/multitask.py), then scored one by one;
-     their fingerprints, files and rows are those of one-at-a-time runs;
-  4. W/matrix/forgetting.npz from the finished rows, then the analysis and a report.
+  3. for each of the M tasks: fine-tune (reused when finished), score the upstream examples with
+     the fine-tuned parameters where they sit on the mesh (no export and reload; the weights are
+     exported to the run's model/ only with matrix.keep_models), write the row ft_nll[i]
+     (Z[i] = ft_nll[i] - base_nll). With matrix.parallel_tasks = P > 1, the next P tasks that
+     need a run are fine-tuned at once in one compiled step (train/multitask.py), then scored
+     one by one; their fingerprints, files and rows are those of one-at-a-time runs. Each
+     task's data is read and tokenized once per run;
+  4. the experiment's matrix W/experiments/<name>/forgetting.npz from the finished rows, then its
+     analysis/ and report.md there (matrix/experiments.py), and copies of the matrix and report
+     at W/matrix/forgetting.npz and W/report.md (the most recent run's).
 
-Kill it at any moment and rerun the same command: finished rows, runs and base scores are reused
-by fingerprint, an interrupted fine-tuning run resumes from its latest checkpoint, and the final
-matrix equals an uninterrupted run's. Only process 0 writes.
+Base scores (W/matrix/base_nll/<fp>.npz) and rows (W/matrix/rows/<task>/<fp>.npz) are keyed by
+their fingerprints, so experiments sharing a workspace never overwrite each other's: switching
+back to an earlier config retrains and rescores nothing. Kill it at any moment and rerun the same
+command: finished rows, runs and base scores are reused by fingerprint, an interrupted fine-tuning
+run resumes from its latest checkpoint, and the final matrix equals an uninterrupted run's. Only
+process 0 writes.
 
 A damaged workspace file is never fatal: a truncated or malformed row or base-score file is moved
 aside (`<name>.damaged-<timestamp>`, matrix/store.py) and recomputed; a finished run whose exported
@@ -33,10 +40,14 @@ import numpy as np
 from jax.sharding import Mesh
 
 from forgetting_jax.data.records import Example
+from forgetting_jax.experiment import as_experiment
+from forgetting_jax.matrix.experiments import (experiment_fingerprint, publish_matrix, publish_report,
+                                               record_experiment, resolve_experiment)
 from forgetting_jax.matrix.store import MatrixStore, upstream_fingerprint
+from forgetting_jax.models.config import ModelConfig
 from forgetting_jax.models.loading import load_model, load_tokenizer
 from forgetting_jax.score.scorer import Scorer, data_mesh
-from forgetting_jax.train.distributed import barrier
+from forgetting_jax.train.distributed import barrier, is_main
 from forgetting_jax.train.mesh import make_mesh
 from forgetting_jax.utils.fingerprint import fingerprint
 
@@ -48,15 +59,16 @@ class RunSummary:
     """What a pipeline run produced and how much of it was reused."""
 
     workdir: str
-    matrix_path: str
+    matrix_path: str  # the experiment's own matrix, W/experiments/<name>/forgetting.npz
     tasks: list[str]
     num_examples: int
     trained: list[str] = dataclasses.field(default_factory=list)
     reused_rows: list[str] = dataclasses.field(default_factory=list)
     base_scores_reused: bool = False
     seconds: float = 0.0
-    report_path: str | None = None
+    report_path: str | None = None  # the experiment's report
     analysis: dict[str, Any] | None = None
+    experiment_dir: str | None = None  # W/experiments/<name>
 
 
 def load_upstream(matrix: Any, tokenizer) -> list[Example]:
@@ -73,7 +85,7 @@ def load_upstream(matrix: Any, tokenizer) -> list[Example]:
         return load_demo_upstream(tokenizer, max_length, n, int(matrix.seed))
     if not path:
         raise ValueError(f"matrix.upstream={kind!r} needs matrix.upstream_path")
-    kwargs = {k: v for k, v in dict(matrix.get("upstream_kwargs") or {}).items() if v is not None}
+    kwargs = {k: v for k, v in dict(matrix.upstream_kwargs or {}).items() if v is not None}
     if kind == "lm":
         from forgetting_jax.data.sources import read_upstream
 
@@ -102,10 +114,10 @@ def _scoring_mesh(train_mesh: Mesh) -> Mesh | None:
     return data_mesh(list(train_mesh.devices.flat))
 
 
-def score_model(model_dir: str, examples: Sequence[Example], matrix: Any, what: str,
-                mesh: Mesh | None) -> tuple[np.ndarray, np.ndarray]:
-    """(mean NLL [N], scored tokens [N]) of `examples` under the model in `model_dir` (matrix.dtype)."""
-    config, params = load_model(model_dir, param_dtype=matrix.dtype, dtype=matrix.dtype)
+def score_params(config: ModelConfig, params: Any, examples: Sequence[Example], matrix: Any, what: str,
+                 mesh: Mesh | None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean NLL [N], scored tokens [N]) of `examples` under `params` (host or device arrays, cast
+    to config.param_dtype = matrix.dtype)."""
     nll, count, stats = Scorer(config, params, mesh=mesh).score([e.pair for e in examples],
                                                        tokens_per_batch=int(matrix.tokens_per_batch))
     log.info("scored %d upstream examples with %s: mean nll %.4f, %.0f tokens/s", len(examples), what,
@@ -113,15 +125,23 @@ def score_model(model_dir: str, examples: Sequence[Example], matrix: Any, what: 
     return nll, count
 
 
-def _is_main() -> bool:
-    return jax.process_index() == 0
+def score_run(up: "Upstream", run: Any, examples: Sequence[Example], config: Any, what: str) -> np.ndarray:
+    """Mean NLL [n] of `examples` under a fine-tuned model: its parameters where they sit on the
+    mesh (a run just trained), else its exported model/ (a finished run that kept it). The weights
+    are rounded to train.export_dtype first, when set, as an export would store them."""
+    if run.params is None:
+        _, params = load_model(run.model_dir, param_dtype=config.matrix.dtype, dtype=config.matrix.dtype)
+    else:
+        export_dtype = config.train.export_dtype
+        params = run.params if not export_dtype else jax.tree.map(lambda x: x.astype(export_dtype), run.params)
+    return score_params(up.scoring_config, params, examples, config.matrix, what, up.scoring_mesh)[0]
 
 
 @dataclasses.dataclass
 class Upstream:
     """The base model and the upstream examples it scored: what every row of the matrix shares."""
 
-    base: Any  # train.loop.BaseModel
+    base: Any  # train.base.BaseModel
     examples: list[Example]
     base_nll: np.ndarray  # [N]
     scoring: dict  # the rows' share of their fingerprints: scoring dtype, upstream set
@@ -129,19 +149,24 @@ class Upstream:
     mesh: Mesh
     scoring_mesh: Mesh | None
     base_scores_reused: bool
+    scoring_config: ModelConfig | None = None  # the base's architecture in matrix.dtype: every model scored
     task_mesh: Mesh | None = None  # matrix.parallel_tasks > 1: the (task, data, fsdp, tensor) mesh
+    base_scores_fp: str = ""  # the fingerprint of the base scores (of base_nll)
 
 
 def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Upstream:
     """The base model (trained or imported when needed) and its scores of the upstream examples
-    (computed once, then read from W/matrix/base_nll.npz)."""
-    from forgetting_jax.train import loop
+    (computed once, then read from W/matrix/base_nll/<fp>.npz)."""
+    from forgetting_jax.train.base import base_model
 
+    config = as_experiment(config)
     matrix = config.matrix
     store = MatrixStore(os.path.join(workdir, "matrix"))
     mesh = make_mesh(config.mesh) if mesh is None else mesh
     scoring_mesh = _scoring_mesh(mesh)
-    base = loop.base_model(config, workdir, mesh)
+    base = base_model(config, workdir, mesh)
+    # Every model of the matrix is scored with this one config (one compiled scoring step).
+    scoring_config = base.config.replace(param_dtype=matrix.dtype, dtype=matrix.dtype, remat_policy="none")
     tokenizer = load_tokenizer(base.tokenizer_dir)
     upstream = load_upstream(matrix, tokenizer)
     if not upstream:
@@ -156,9 +181,11 @@ def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Ups
         base_nll = cached["nll"]
     else:
         _check_base_model(base)
-        base_nll, count = score_model(base.model_dir, upstream, matrix, "the base model", scoring_mesh)
+        _, params = load_model(base.model_dir, param_dtype=matrix.dtype, dtype=matrix.dtype)
+        base_nll, count = score_params(scoring_config, params, upstream, matrix, "the base model", scoring_mesh)
         store.write_base(base_fp, example_ids, base_nll, count)
-    return Upstream(base, upstream, base_nll, scoring, store, mesh, scoring_mesh, cached is not None)
+    return Upstream(base, upstream, base_nll, scoring, store, mesh, scoring_mesh, cached is not None,
+                    scoring_config=scoring_config, base_scores_fp=base_fp)
 
 
 def scored_run(config: Any, workdir: str, up: Upstream, task: str, examples: Sequence[Example], store: MatrixStore,
@@ -166,13 +193,16 @@ def scored_run(config: Any, workdir: str, up: Upstream, task: str, examples: Seq
                ) -> tuple[np.ndarray, bool]:
     """(mean NLL [n] of `examples` after fine-tuning on `task`, reused): read from `store` under
     `key` when the fingerprint (the run's and `scoring`) matches; else fine-tune (with `mixture`;
-    a finished run that kept its model is reused), score and write them. redo: recompute both."""
-    from forgetting_jax.train import loop
+    a finished run that kept its model is reused), score and write them. redo: recompute both.
+    The fine-tuned weights are scored where they sit on the mesh; they are exported (model/) only
+    with matrix.keep_models."""
+    from forgetting_jax.train.finetune import finetune, plan_finetune
 
-    plan = plan or loop.plan_finetune(config, workdir, task, up.base, mixture)
-    fp = fingerprint({"run": plan.fingerprint, **scoring})
+    config = as_experiment(config)
+    plan = plan or plan_finetune(config, workdir, task, up.base, mixture)
+    fp = row_fingerprint(plan, scoring)
     if redo:
-        _remove(store.row_path(key))
+        _remove(store.row_path(key, fp))
         _remove(plan.run_dir)
     else:
         row = store.row(key, fp, len(examples))
@@ -180,13 +210,19 @@ def scored_run(config: Any, workdir: str, up: Upstream, task: str, examples: Seq
             return row, True
         if plan.finished and not _has_model(plan.run_dir):
             _remove(plan.run_dir)  # finished before, its weights dropped (or damaged) since: train it again
-    run = loop.finetune(config, workdir, task, up.base, mesh=up.mesh, mixture=mixture)
+    keep = bool(config.matrix.keep_models)
+    run = finetune(config, workdir, task, up.base, mesh=up.mesh, mixture=mixture, plan=plan, export=keep)
     what = f"the model fine-tuned on {task}" + ("" if mixture is None else f" ({mixture.label})")
-    nll, _ = score_model(run.model_dir, examples, config.matrix, what, up.scoring_mesh)
+    nll = score_run(up, run, examples, config, what)
     store.write_row(key, fp, nll)
-    if not config.matrix.keep_models:
-        _remove(run.model_dir)
+    if not keep and run.model_dir is not None:
+        _remove(run.model_dir)  # kept by an earlier experiment; this one does not keep models
     return nll, False
+
+
+def row_fingerprint(plan: Any, scoring: dict) -> str:
+    """The fingerprint of a row: its fine-tuning run's (`plan.fingerprint`) and the scoring's."""
+    return fingerprint({"run": plan.fingerprint, **scoring})
 
 
 def task_row(config: Any, workdir: str, up: Upstream, task: str, plan: Any | None = None,
@@ -209,11 +245,11 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
     fine-tuning run are recomputed even when finished. upstream: `prepare_upstream`'s result when
     the caller has it already.
     """
-    from forgetting_jax.train import loop
-
+    from forgetting_jax.train.finetune import plan_finetune
     from forgetting_jax.train.inputs import discover_tasks
 
     started = time.perf_counter()
+    config = as_experiment(config)
 
     all_tasks = list(config.data.tasks) or discover_tasks(config.data)
     selected = list(tasks) if tasks else all_tasks
@@ -223,19 +259,24 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
 
     up = upstream or prepare_upstream(config, workdir)
     store, upstream = up.store, up.examples
-    summary = RunSummary(workdir, store.matrix_path, all_tasks, len(upstream),
-                         base_scores_reused=up.base_scores_reused)
+    summary = RunSummary(workdir, "", all_tasks, len(upstream), base_scores_reused=up.base_scores_reused)
 
-    plans = {}
-    parallel = int(config.matrix.get("parallel_tasks", 1) or 1)
+    plans: dict = {}  # {task: FinetunePlan}: each task's data is read and tokenized once
+    parallel = config.matrix.parallel_tasks
+    looked_at: set[str] = set()
     trained_ahead: set[str] = set()
     for position, task in enumerate(selected):
-        if parallel > 1 and task not in trained_ahead:
-            trained_ahead |= _train_ahead(config, workdir, up, selected[position:], redo, plans, parallel)
-        plan = plans[task] = plans.get(task) or loop.plan_finetune(config, workdir, task, up.base)
+        if parallel > 1 and task not in looked_at:
+            looked, trained = _train_ahead(config, workdir, up, selected[position:], redo, plans, parallel)
+            looked_at |= looked
+            trained_ahead |= trained
+        plan = plans[task] = plans.get(task) or plan_finetune(config, workdir, task, up.base)
         what = f"task {position + 1}/{len(selected)}: {task}"
+        if task in trained_ahead:
+            summary.trained.append(task)
+            continue
         log.info("%s%s", what, ": redoing its fine-tuning run and row" if task in redo else "")
-        _, reused = task_row(config, workdir, up, task, plan, redo=task in redo and task not in trained_ahead)
+        _, reused = task_row(config, workdir, up, task, plan, redo=task in redo and task not in looked_at)
         if reused:
             summary.reused_rows.append(task)
             log.info("%s: row reused", what)
@@ -243,58 +284,81 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
             summary.trained.append(task)
 
     barrier("rows written")  # process 0 wrote the rows that every process reads next
-    rows = {}
-    for task in all_tasks:
-        plan = plans.get(task) or loop.plan_finetune(config, workdir, task, up.base)
-        row = store.row(task, fingerprint({"run": plan.fingerprint, **up.scoring}), len(upstream))
-        if row is not None:
-            rows[task] = row
-    store.assemble(rows, up.base_nll, [e.id for e in upstream], [e.task for e in upstream])
-    summary.tasks = list(rows)
-    log.info("matrix: %d of %d tasks x %d upstream examples -> %s", len(rows), len(all_tasks), len(upstream),
-             store.matrix_path)
-    if analyze and rows and _is_main():
+    row_fps = {task: row_fingerprint(plans.get(task) or plan_finetune(config, workdir, task, up.base), up.scoring)
+               for task in all_tasks}
+    experiment = resolve_experiment(workdir, config.name, experiment_fingerprint(row_fps, up.base_scores_fp))
+    rows = finished_rows(store, row_fps, len(upstream))
+    record_experiment(experiment, config.name, row_fps, up.base_scores_fp)
+    store.assemble(rows, up.base_nll, [e.id for e in upstream], [e.task for e in upstream], experiment.matrix_path)
+    publish_matrix(experiment, workdir)
+    barrier("matrix written")  # every process may read the matrix next (replay)
+    summary.matrix_path, summary.experiment_dir, summary.tasks = experiment.matrix_path, experiment.directory, list(rows)
+    log.info("matrix: %d of %d tasks x %d upstream examples -> %s (the most recent run's copy: %s)", len(rows),
+             len(all_tasks), len(upstream), experiment.matrix_path, store.matrix_path)
+    if analyze and rows and is_main():
         from forgetting_jax.matrix.report import write_report
 
-        summary.report_path, summary.analysis = write_report(workdir, store.matrix_path, config)
+        summary.report_path, summary.analysis = write_report(
+            experiment.directory, experiment.matrix_path, config.name, config.matrix.max_rank, workdir)
+        publish_report(summary.report_path, workdir)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
+def finished_rows(store: MatrixStore, row_fps: dict[str, str], n: int) -> dict[str, np.ndarray]:
+    """{task: ft_nll [n]} of the tasks of `row_fps` ({task: row fingerprint}) whose row is stored."""
+    rows = {}
+    for task, fp in row_fps.items():
+        row = store.row(task, fp, n)
+        if row is not None:
+            rows[task] = row
+    return rows
+
+
 def _train_ahead(config: Any, workdir: str, up: Upstream, candidates: Sequence[str], redo: Sequence[str],
-                 plans: dict, parallel: int) -> set[str]:
+                 plans: dict, parallel: int) -> tuple[set[str], set[str]]:
     """matrix.parallel_tasks > 1: fine-tunes the next `parallel` tasks of `candidates` that need a
-    run, all at once (train/multitask.py); their rows are then scored one by one as usual, from the
-    finished runs. Returns the tasks this looked at (they need no second look)."""
-    from forgetting_jax.train import loop, multitask
+    run, all at once (train/multitask.py), then scores each one's parameters where they sit and
+    writes its row. Returns (the tasks this looked at: they need no second look, the tasks it
+    trained and scored)."""
+    from forgetting_jax.train import multitask
+    from forgetting_jax.train.finetune import finetune_group, plan_finetune
 
     group, seen = [], set()
     for task in candidates:
-        plan = plans[task] = plans.get(task) or loop.plan_finetune(config, workdir, task, up.base)
+        plan = plans[task] = plans.get(task) or plan_finetune(config, workdir, task, up.base)
         seen.add(task)
         has_model = plan.finished and _has_model(plan.run_dir)
+        fp = row_fingerprint(plan, up.scoring)
         if task in redo:
-            _remove(up.store.row_path(task))
+            _remove(up.store.row_path(task, fp))
             _remove(plan.run_dir)
-        elif up.store.row(task, fingerprint({"run": plan.fingerprint, **up.scoring}),
-                          len(up.examples)) is not None or has_model:
+        elif up.store.row(task, fp, len(up.examples)) is not None or has_model:
             continue
         elif plan.finished:
             _remove(plan.run_dir)  # finished before, its weights dropped since: train it again
         group.append(task)
         if len(group) == parallel:
             break
-    if group:
-        if up.task_mesh is None:
-            up.task_mesh = multitask.make_task_mesh(config.mesh, int(config.matrix.get("task_submeshes", 1) or 1))
-        log.info("fine-tuning %s together", ", ".join(group))
-        multitask.finetune_group(config, workdir, group, up.base, up.task_mesh, parallel)
-    return seen
+    if not group:
+        return seen, set()
+    if up.task_mesh is None:
+        up.task_mesh = multitask.make_task_mesh(config.mesh, config.matrix.task_submeshes)
+    log.info("fine-tuning %s together", ", ".join(group))
+    keep = bool(config.matrix.keep_models)
+    runs = finetune_group(config, workdir, group, up.base, up.task_mesh, parallel, plans=plans, export=keep)
+    for run in runs:
+        nll = score_run(up, run, up.examples, config, f"the model fine-tuned on {run.task}")
+        up.store.write_row(run.task, row_fingerprint(plans[run.task], up.scoring), nll)
+        z = nll - up.base_nll
+        log.info("task %s: row written; mean forgetting %+.4f, %.0f%% of upstream examples forgotten", run.task,
+                 float(np.nanmean(z)), 100 * float(np.nanmean(z > 0)))
+    return seen, set(group)
 
 
 def _remove(path: str) -> None:
     """Deletes a file or directory of this pipeline's own making (process 0 only)."""
-    if not _is_main() or not os.path.exists(path):
+    if not is_main() or not os.path.exists(path):
         return
     if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
@@ -341,7 +405,7 @@ def _has_model(run_dir: str) -> bool:
     if problem is None:
         return True
     log.warning("%s is damaged (%s); training that run again", model_dir, problem)
-    if _is_main():
+    if is_main():
         shutil.rmtree(model_dir, ignore_errors=True)
     return False
 

@@ -1,4 +1,6 @@
-"""The report of a forgetting matrix: W/report.md with the analysis figures, and the run summary."""
+"""The report of a forgetting matrix: an experiment's report.md with its analysis figures
+(W/experiments/<name>/report.md and analysis/; copied to W/report.md by the pipeline), and the
+run summary."""
 
 import json
 import os
@@ -10,7 +12,7 @@ from forgetting_jax.utils.fingerprint import file_fingerprint
 from forgetting_jax.utils.io import write_json, write_text
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -42,7 +44,7 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
         "How much of the matrix a simple model explains (R^2 over the observed entries). The paper finds "
         "forgetting close to low rank: a few task and example factors explain most of it.",
         "",
-        _table(["model", "R^2"], [["additive (mu + b_task + b_example)", f"{r2['additive']:.3f}"],
+        markdown_table(["model", "R^2"], [["additive (mu + b_task + b_example)", f"{r2['additive']:.3f}"],
                                   ["multiplicative rank 1 (alpha_i beta_j)", f"{r2['multiplicative']:.3f}"]]
                + [[f"rank-{k} SVD", f"{float(v):.3f}"] for k, v in list(svd.items())[:5]]),
         "",
@@ -57,13 +59,13 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
         "",
         "## Tasks that cause the most forgetting",
         "",
-        _table(["task", "mean Z", "forgotten"],
+        markdown_table(["task", "mean Z", "forgotten"],
                [[tasks[i], f"{row_mean[i]:+.4f}", f"{100 * np.nanmean(z_MxN[i] > 0):.0f}%"]
                 for i in np.argsort(-row_mean)[:8]]),
         "",
         "## Upstream examples forgotten the most",
         "",
-        _table(["example", "source", "mean Z"],
+        markdown_table(["example", "source", "mean Z"],
                [[example_ids[j], sources[j] if sources else "", f"{col_mean[j]:+.4f}"]
                 for j in np.argsort(-col_mean)[:10]]),
     ]
@@ -78,28 +80,31 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
     return "\n".join(parts)
 
 
-def write_report(workdir: str, matrix_path: str, config: Any) -> tuple[str, dict]:
-    """Runs the analysis of the matrix into W/analysis and writes W/report.md; returns both.
+def write_report(directory: str, matrix_path: str, name: str, max_rank: int, workdir: str | None = None
+                 ) -> tuple[str, dict]:
+    """Runs the analysis of the matrix into directory/analysis and writes directory/report.md
+    (an experiment's directory); returns (the report's path, the analysis). name: the experiment's;
+    max_rank: of the truncated SVD fits (matrix.max_rank). The report names the matrix by its path
+    relative to `workdir` (default: `directory`).
 
     Reused as they are when the matrix file and the analysis settings are those they were made from.
     """
     from forgetting_jax.analysis.report import analyze_matrix
 
-    analysis_dir = os.path.join(workdir, "analysis")
-    path = os.path.join(workdir, "report.md")
+    analysis_dir = os.path.join(directory, "analysis")
+    path = os.path.join(directory, "report.md")
     stamp_path = os.path.join(analysis_dir, "fingerprint.json")
-    stamp = {"matrix": file_fingerprint(matrix_path), "max_rank": int(config.matrix.max_rank),
-             "name": config.get("name", "experiment")}
+    stamp = {"matrix": file_fingerprint(matrix_path), "max_rank": int(max_rank), "name": name}
     if os.path.isfile(path) and os.path.isfile(stamp_path):
         with open(stamp_path, encoding="utf-8") as f:
             if json.load(f) == stamp:
                 with open(os.path.join(analysis_dir, "fits.json"), encoding="utf-8") as g:
                     return path, json.load(g)
-    analysis = analyze_matrix(matrix_path, analysis_dir, max_rank=int(config.matrix.max_rank))
+    analysis = analyze_matrix(matrix_path, analysis_dir, max_rank=int(max_rank))
     with np.load(matrix_path) as data:
         z, tasks = data["Z"], [str(t) for t in data["tasks"]]
         ids, sources = [str(i) for i in data["example_ids"]], [str(s) for s in data["example_sources"]]
-    text = render_report(config.get("name", "experiment"), os.path.relpath(matrix_path, workdir), analysis, z, tasks,
+    text = render_report(name, os.path.relpath(matrix_path, workdir or directory), analysis, z, tasks,
                          ids, sources, "analysis")
     write_text(path, text)
     write_json(stamp_path, stamp)
@@ -123,6 +128,9 @@ def print_summary(summary) -> None:
                      f"rank 1-3 SVD {', '.join(f'{float(v):.3f}' for v in svd[:3])}")
     if summary.report_path:
         lines.append(f"  report   {summary.report_path}   (figures in {os.path.dirname(summary.report_path)}/analysis)")
+    lines.append(f"  latest   {os.path.join(summary.workdir, 'matrix', 'forgetting.npz')}"
+                 + (f", {os.path.join(summary.workdir, 'report.md')}" if summary.report_path else "")
+                 + "   (copies of this run's, replaced by the next run of any experiment)")
     lines.append("  next     forgetting-jax predict --matrix=" + summary.matrix_path +
                  " --test_fraction=0.3 --k=30 --seeds=10 --output=prediction.json")
     print("\n".join(lines), flush=True)

@@ -1,18 +1,22 @@
 """The forgetting-matrix store: base scores, one file per finished row, the assembled matrix.
 
-Layout under `root` (normally W/matrix):
-  base_nll.npz          example_id [N], nll [N], num_tokens [N], fingerprint: the base model's
+Layout under `root` (normally W/matrix), every file keyed by the fingerprint of what produced it,
+so experiments sharing a workspace never overwrite each other's files:
+  base_nll/<fp>.npz     example_id [N], nll [N], num_tokens [N], fingerprint: the base model's
                         scores of the upstream examples, computed once and reused.
-  rows/<task>.npz       task, ft_nll [N], fingerprint: one finished row, written as soon as its
-                        task is scored (a killed run loses at most the row in progress).
+  rows/<task>/<fp>.npz  task, ft_nll [N], fingerprint: one finished row (<task> is
+                        `task_filename(task)`), written as soon as its task is scored (a killed
+                        run loses at most the row in progress).
   forgetting.npz        Z [M, N] = ft_nll - base_nll, ft_nll [M, N], base_nll [N], tasks [M],
-                        example_ids [N], example_sources [N]: the finished rows, in task order.
+                        example_ids [N], example_sources [N]: the finished rows, in task order
+                        (`assemble`; the pipeline writes each experiment's own copy elsewhere).
 
-Every file is written atomically and carries the fingerprint of what produced it; a file whose
-fingerprint differs from the one asked for is treated as absent (and overwritten when redone).
-A damaged file (truncated, unreadable, missing arrays, wrong shapes or dtypes) is moved aside to
-`<name>.damaged-<timestamp>` with a warning and treated as absent, so it is recomputed.
-Only process 0 writes (and moves damaged files aside).
+Files of the earlier layout (`base_nll.npz`, `rows/<task>.npz`, keyed by name alone) are still
+read when their fingerprint is the one asked for, and copied to their fingerprint's place.
+Every file is written atomically; a file whose fingerprint differs from the one asked for is
+treated as absent. A damaged file (truncated, unreadable, missing arrays, wrong shapes or dtypes)
+is moved aside to `<name>.damaged-<timestamp>` with a warning and treated as absent, so it is
+recomputed. Only process 0 writes (and moves damaged files aside).
 """
 
 import hashlib
@@ -92,7 +96,8 @@ class MatrixStore:
 
     def __init__(self, root: str):
         self.root = root
-        self.base_path = os.path.join(root, "base_nll.npz")
+        self.base_dir = os.path.join(root, "base_nll")
+        self.legacy_base_path = os.path.join(root, "base_nll.npz")
         self.rows_dir = os.path.join(root, "rows")
         self.matrix_path = os.path.join(root, "forgetting.npz")
 
@@ -100,44 +105,95 @@ class MatrixStore:
     def _writer() -> bool:
         return jax.process_index() == 0
 
-    def row_path(self, task: str) -> str:
+    def base_path(self, fp: str) -> str:
+        """base_nll/<fp>.npz: the base scores of fingerprint `fp`."""
+        return os.path.join(self.base_dir, fp + ".npz")
+
+    def row_path(self, task: str, fp: str) -> str:
+        """rows/<task_filename(task)>/<fp>.npz: the row of `task` of fingerprint `fp`."""
+        return os.path.join(self.rows_dir, task_filename(task), fp + ".npz")
+
+    def legacy_row_path(self, task: str) -> str:
+        """rows/<task_filename(task)>.npz: where the earlier layout kept the row of `task`."""
         return os.path.join(self.rows_dir, task_filename(task) + ".npz")
 
     def base(self, fp: str, n: int | None = None) -> dict | None:
-        """{'example_id', 'nll', 'num_tokens'} when the stored base scores have fingerprint `fp`
-        (and `n` entries, when given); a damaged file is moved aside and reads as absent."""
-        return read_checked(self.base_path, fp, BASE_ARRAYS, n)
+        """{'example_id', 'nll', 'num_tokens'} when base scores of fingerprint `fp` are stored
+        (with `n` entries, when given); a damaged file is moved aside and reads as absent. A
+        matching file of the earlier layout is copied to `base_path(fp)`."""
+        data = read_checked(self.base_path(fp), fp, BASE_ARRAYS, n)
+        if data is None:
+            data = read_checked(self.legacy_base_path, fp, BASE_ARRAYS, n)
+            if data is not None:
+                self._adopt(self.legacy_base_path, self.base_path(fp), data)
+        return data
 
     def write_base(self, fp: str, example_ids: Sequence[str], nll: np.ndarray, num_tokens: np.ndarray) -> None:
+        """Writes base scores example_id [N], nll [N], num_tokens [N] under fingerprint `fp`."""
         if self._writer():
-            write_npz(self.base_path, example_id=np.asarray(example_ids, dtype=str),
+            write_npz(self.base_path(fp), example_id=np.asarray(example_ids, dtype=str),
                       nll=np.asarray(nll, np.float32), num_tokens=np.asarray(num_tokens, np.int32),
                       fingerprint=np.asarray(fp))
 
     def row(self, task: str, fp: str, n: int | None = None) -> np.ndarray | None:
-        """The finished row's ft_nll [N] when its fingerprint is `fp` (and it has `n` entries, when
-        given), else None; a damaged file is moved aside and reads as absent."""
-        data = read_checked(self.row_path(task), fp, ROW_ARRAYS, n)
-        if data is None or str(data["task"]) != task:
-            return None
-        return data["ft_nll"]
+        """The finished row's ft_nll [N] when one of fingerprint `fp` is stored (with `n` entries,
+        when given), else None; a damaged file is moved aside and reads as absent. A matching row
+        of the earlier layout is copied to `row_path(task, fp)`."""
+        data = self._read_row(self.row_path(task, fp), task, fp, n)
+        if data is None:
+            legacy = self.legacy_row_path(task)
+            data = self._read_row(legacy, task, fp, n)
+            if data is not None:
+                self._adopt(legacy, self.row_path(task, fp), data)
+        return None if data is None else data["ft_nll"]
+
+    @staticmethod
+    def _read_row(path: str, task: str, fp: str, n: int | None) -> dict | None:
+        data = read_checked(path, fp, ROW_ARRAYS, n)
+        return data if data is not None and str(data["task"]) == task else None
+
+    def _adopt(self, old_path: str, new_path: str, data: dict) -> None:
+        """Copies a file of the earlier layout (its arrays `data`) to its fingerprint's place; the
+        old file stays (other processes may be reading it) and is never written again."""
+        if self._writer():
+            write_npz(new_path, **data)
+            log.info("%s (earlier layout) copied to %s", old_path, new_path)
 
     def write_row(self, task: str, fp: str, ft_nll: np.ndarray) -> None:
+        """Writes the row ft_nll [N] of `task` under fingerprint `fp`."""
         if self._writer():
-            write_npz(self.row_path(task), task=np.asarray(task), ft_nll=np.asarray(ft_nll, np.float32),
+            write_npz(self.row_path(task, fp), task=np.asarray(task), ft_nll=np.asarray(ft_nll, np.float32),
                       fingerprint=np.asarray(fp))
 
     def assemble(self, rows: dict[str, np.ndarray], base_nll: np.ndarray, example_ids: Sequence[str],
-                 example_sources: Sequence[str]) -> str:
-        """Writes forgetting.npz from finished rows {task: ft_nll [N]} (in the dict's order)."""
+                 example_sources: Sequence[str], path: str | None = None) -> str:
+        """Writes the matrix of finished rows {task: ft_nll [N]} (in the dict's order) to `path`
+        (default: forgetting.npz under the root). A file holding the same arrays already is left
+        as it is (its bytes, and whatever was derived from them, stay valid)."""
+        path = path or self.matrix_path
         tasks = list(rows)
         n = len(example_ids)
         ft_MxN = np.stack([rows[t] for t in tasks]).astype(np.float32) if tasks else np.zeros((0, n), np.float32)
         base_N = np.asarray(base_nll, np.float32)
         if ft_MxN.shape[1:] != base_N.shape:
             raise ValueError(f"rows have {ft_MxN.shape[1:]} entries, the base scores {base_N.shape}")
-        if self._writer():
-            write_npz(self.matrix_path, Z=ft_MxN - base_N[None, :], ft_nll=ft_MxN, base_nll=base_N,
-                      tasks=np.asarray(tasks, dtype=str), example_ids=np.asarray(example_ids, dtype=str),
+        arrays = dict(Z=ft_MxN - base_N[None, :], ft_nll=ft_MxN, base_nll=base_N, tasks=np.asarray(tasks, dtype=str),
+                      example_ids=np.asarray(example_ids, dtype=str),
                       example_sources=np.asarray(example_sources, dtype=str))
-        return self.matrix_path
+        if self._writer() and not _holds(path, arrays):
+            write_npz(path, **arrays)
+        return path
+
+
+def _holds(path: str, arrays: dict[str, np.ndarray]) -> bool:
+    """True when the .npz at `path` reads and holds exactly `arrays` (names, dtypes, values)."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if sorted(npz.files) != sorted(arrays):
+                return False
+            return all(npz[k].dtype == v.dtype and np.array_equal(npz[k], v, equal_nan=v.dtype.kind == "f")
+                       for k, v in arrays.items())
+    except Exception:  # unreadable: rewrite it
+        return False

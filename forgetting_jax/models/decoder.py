@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from forgetting_jax.models.config import ModelConfig
-from forgetting_jax.models.layers import (Attention, Mlp, _param, attention_inputs, dtype_of, make_norm,
-                                          rotary_tables)
+from forgetting_jax.models.attention import attention_inputs
+from forgetting_jax.models.layers import Attention, Mlp, dtype_of, make_norm, partitioned_param, rotary_tables
 
 Array = jax.Array
 
@@ -59,7 +59,7 @@ class Decoder(nn.Module):
             positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
         if segment_ids_BxL is None:
             segment_ids_BxL = jnp.ones_like(tokens_BxL)
-        embedding_VxD = _param(self, "embedding", (c.vocab_size, c.hidden_size), ("vocab", "embed"),
+        embedding_VxD = partitioned_param(self, "embedding", (c.vocab_size, c.hidden_size), ("vocab", "embed"),
                                nn.initializers.normal(stddev=1.0), c)
         x_BxLxD = jnp.take(embedding_VxD, tokens_BxL, axis=0).astype(dtype_of(c.dtype))
         x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("activation_batch", "activation_length", "activation_embed"))
@@ -81,7 +81,7 @@ class Decoder(nn.Module):
         x_BxLxD, _ = layers(x_BxLxD, cos_sin, attn_inputs)
         x_BxLxD = make_norm(c, "final_norm")(x_BxLxD)
         if not c.tie_embeddings:
-            _param(self, "lm_head", (c.hidden_size, c.vocab_size), ("embed", "vocab"),
+            partitioned_param(self, "lm_head", (c.hidden_size, c.vocab_size), ("embed", "vocab"),
                    nn.initializers.normal(stddev=c.hidden_size ** -0.5), c)
         return x_BxLxD
 

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from forgetting_jax.models.attention import attend, attention_inputs, attention_mask  # noqa: F401 (re-exported)
+from forgetting_jax.models.attention import attend
 from forgetting_jax.models.config import ModelConfig
 
 Array = jax.Array
@@ -24,7 +24,8 @@ def _lead(p: Array, ndim: int) -> Array:
     return p.reshape((1,) * (ndim - p.ndim) + p.shape)
 
 
-def _param(module: nn.Module, name: str, shape: tuple, axes: tuple, init, config: ModelConfig):
+def partitioned_param(module: nn.Module, name: str, shape: tuple, axes: tuple, init, config: ModelConfig):
+    """A parameter of `module` in config.param_dtype, annotated with its logical axes (sharding)."""
     return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype_of(config.param_dtype))
 
 
@@ -46,15 +47,15 @@ class Norm(nn.Module):
         x32 = x.astype(jnp.float32)
         eps = self.config.norm_eps
         if self.kind == "rmsnorm":
-            scale = _param(self, "scale", self.features, self.axes, nn.initializers.ones, self.config)
+            scale = partitioned_param(self, "scale", self.features, self.axes, nn.initializers.ones, self.config)
             y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=reduce, keepdims=True) + eps)
             return (_lead(scale.astype(jnp.float32), y.ndim) * y).astype(dtype)
         mean = jnp.mean(x32, axis=reduce, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=reduce, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + eps)
         if self.kind == "layernorm":
-            scale = _param(self, "scale", self.features, self.axes, nn.initializers.ones, self.config)
-            bias = _param(self, "bias", self.features, self.axes, nn.initializers.zeros, self.config)
+            scale = partitioned_param(self, "scale", self.features, self.axes, nn.initializers.ones, self.config)
+            bias = partitioned_param(self, "bias", self.features, self.axes, nn.initializers.zeros, self.config)
             y = y * _lead(scale.astype(jnp.float32), y.ndim) + _lead(bias.astype(jnp.float32), y.ndim)
         return y.astype(dtype)
 
@@ -80,13 +81,13 @@ class Dense(nn.Module):
         for n in self.in_features:
             fan_in *= n
         init = nn.initializers.normal(stddev=fan_in ** -0.5)
-        kernel = _param(self, "kernel", self.in_features + self.out_features,
+        kernel = partitioned_param(self, "kernel", self.in_features + self.out_features,
                         self.in_axes + self.out_axes, init, self.config)
         n_in = len(self.in_features)
         contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
         y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (contract, ((), ())))
         if self.use_bias:
-            bias = _param(self, "bias", self.out_features, self.out_axes, nn.initializers.zeros, self.config)
+            bias = partitioned_param(self, "bias", self.out_features, self.out_axes, nn.initializers.zeros, self.config)
             y = y + _lead(bias.astype(dtype), y.ndim)
         return y
 

@@ -1,16 +1,19 @@
 """`forgetting-jax replay`: does replaying the examples predicted to be forgotten prevent forgetting?
 
-  1. the forgetting matrix of config.data.tasks (built or reused by the `run` pipeline): its rows
-     train the prediction;
+  1. the forgetting matrix of config.data.tasks (built or reused by the `run` pipeline; the
+     experiment's own W/experiments/<name>/forgetting.npz): its rows train the prediction;
   2. a seeded held-out set of `replay.num_heldout` upstream examples that is never replayed and
      only measures forgetting; the other scored upstream examples are the replay pool;
   3. per test task (replay.test_tasks, none of them a row of the matrix): the plain fine-tuning
-     run and its full row of the upstream examples (the matrix store's row: the "none" strategy
-     and the ground truth), k observed entries of that row for the predictions;
-  4. per test task and strategy: a fine-tuning run with replay (train/loop.py with a
-     replay/mixture.py mixture; fingerprinted and reused like any run), scored on the held-out set;
-  5. W/replay/results.json, table and figure, rebuilt from the finished runs' scores, and a
-     section of W/report.md.
+     run and its full row of the upstream examples (the matrix store's row
+     W/matrix/rows/<task>/<fp>.npz: the "none" strategy and the ground truth), k observed entries
+     of that row for the predictions;
+  4. per test task and strategy: a fine-tuning run with replay (train/finetune.py with a
+     replay/mixture.py mixture; fingerprinted and reused like any run), scored on the held-out set
+     (W/replay/heldout/rows/<task>.<strategy>/<fp>.npz);
+  5. the experiment's replay/results.json, table and figure (W/experiments/<name>/replay/),
+     rebuilt from the finished runs' scores, and a section of its report.md; copies of them at
+     W/replay/ and W/report.md (the most recent command's).
 
 Forgetting of a run = the mean over held-out examples of NLL after - NLL of the base model.
 """
@@ -23,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from forgetting_jax.experiment import as_experiment
 from forgetting_jax.matrix.pipeline import Upstream, prepare_upstream, run_pipeline, scored_run, task_row
 from forgetting_jax.matrix.store import MatrixStore, upstream_fingerprint
 from forgetting_jax.predict.methods import CompletionConfig
@@ -79,10 +83,11 @@ def _check(config: Any, test_tasks: Sequence[str]) -> None:
                          f"{config.train.row_length}: replayed upstream examples would not fit a row")
 
 
-def _matrix(config: Any, workdir: str, up: Upstream) -> np.ndarray:
-    """Z [M, N] of config.data.tasks (built or reused by the run pipeline)."""
-    log.info("replay predicts forgetting from the matrix of config.data.tasks (W/matrix/forgetting.npz): building "
-             "or reusing it as `forgetting-jax run` does")
+def _matrix(config: Any, workdir: str, up: Upstream) -> tuple[np.ndarray, str]:
+    """(Z [M, N] of config.data.tasks, the experiment's directory): the experiment's matrix, built
+    or reused by the run pipeline."""
+    log.info("replay predicts forgetting from the matrix of config.data.tasks (W/experiments/<name>/forgetting.npz): "
+             "building or reusing it as `forgetting-jax run` does")
     summary = run_pipeline(config, workdir, upstream=up)
     with np.load(summary.matrix_path) as data:
         z, ids = data["Z"], [str(i) for i in data["example_ids"]]
@@ -90,21 +95,18 @@ def _matrix(config: Any, workdir: str, up: Upstream) -> np.ndarray:
         raise ValueError(f"{summary.matrix_path}: its upstream examples differ from the config's")
     if z.shape[0] < 2:
         raise ValueError(f"{summary.matrix_path}: {z.shape[0]} row(s); the prediction needs at least 2 tasks")
-    return z
+    return z, summary.experiment_dir
 
 
 def _probe(setup: Setup, task: str, method: str, columns: np.ndarray):
     """The online strategies' probe: forgetting of `columns` under the current parameters, and the
     row completed from it."""
     from forgetting_jax.score.scorer import Scorer
-    from forgetting_jax.train.loop import _host
 
     matrix, up = setup.config.matrix, setup.up
-    score_config = up.base.config.replace(param_dtype=matrix.dtype, dtype=matrix.dtype)
 
-    def probe(params_fn) -> dict:
-        params = _host(params_fn())
-        nll, _, _ = Scorer(score_config, params, mesh=up.scoring_mesh).score(
+    def probe(params_fn) -> dict:  # the parameters where they sit on the mesh
+        nll, _, _ = Scorer(up.scoring_config, params_fn(), mesh=up.scoring_mesh).score(
             [up.examples[j].pair for j in columns], tokens_per_batch=int(matrix.tokens_per_batch))
         values = nll.astype(np.float64) - up.base_nll[columns]
         predicted = setup.completer.complete(method, columns[None], values[None], [task])[0]
@@ -167,10 +169,12 @@ def _completion(rc: Any) -> CompletionConfig:
 def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = None,
                tasks: Sequence[str] | None = None) -> dict:
     """Runs (or completes) the replay experiment of config.replay in `workdir`; returns the results
-    written to W/replay/results.json. strategies, tasks: override replay.strategies / test_tasks."""
+    written to the experiment's replay/results.json (results["experiment_dir"]: that experiment's
+    directory). strategies, tasks: override replay.strategies / test_tasks."""
     from forgetting_jax.replay.report import write_replay_report
 
     started = time.perf_counter()
+    config = as_experiment(config)
     rc = config.replay
     chosen = [parse_strategy(s) for s in (strategies or rc.strategies)]
     if not chosen:
@@ -180,7 +184,7 @@ def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = Non
     replay_fraction(rc.ratio)
 
     up = prepare_upstream(config, workdir, make_mesh(config.mesh))
-    z_train = _matrix(config, workdir, up)
+    z_train, experiment_dir = _matrix(config, workdir, up)
     heldout, pool = split_upstream(up.base_nll, int(rc.num_heldout), int(rc.seed))
     heldout_examples = [up.examples[j] for j in heldout]
     heldout_fp = upstream_fingerprint([e.id for e in heldout_examples], [e.ids for e in heldout_examples])
@@ -221,7 +225,8 @@ def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = Non
     results = summarize(config, test_tasks, chosen, forgetting, truth_TxN, predicted, pool, len(heldout))
     results["trained"] = trained
     results["seconds"] = time.perf_counter() - started
-    write_replay_report(workdir, config, results)
+    results["experiment_dir"] = experiment_dir
+    write_replay_report(experiment_dir, workdir, results)
     return results
 
 

@@ -81,7 +81,7 @@ class MixedBatches:
 
 
 class ReplayMixture:
-    """What `train.loop.finetune` needs to fine-tune with replay (see its `mixture` argument).
+    """What `train.finetune.finetune` needs to fine-tune with replay (see its `mixture` argument).
 
     upstream: the upstream examples (schedule indices point into it). schedule: `take(slots)`, and
     optionally `bind(run_dir, ratio, batch_size)` and `after_step(step, params_fn)` (online

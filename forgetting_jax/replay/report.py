@@ -1,5 +1,7 @@
-"""The replay experiment's outputs: W/replay/results.json, table.md, replay.png, and its section of
-W/report.md (replaced, never duplicated, when the experiment is run again)."""
+"""The replay experiment's outputs, in the experiment's directory E = W/experiments/<name>:
+E/replay/results.json, table.md, replay.png, and its section of E/report.md (replaced, never
+duplicated, when the experiment is run again); copies of them at W/replay/ and W/report.md (the
+most recent replay command's)."""
 
 import os
 from fractions import Fraction
@@ -8,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from forgetting_jax.analysis.stats import json_safe
-from forgetting_jax.matrix.report import _table
+from forgetting_jax.matrix.report import markdown_table
 from forgetting_jax.utils.io import atomic_path, write_json, write_text
 
 MARKER = "<!-- forgetting-jax replay -->"
@@ -52,20 +54,20 @@ def render_section(results: dict, figure: str) -> str:
         f"{s['num_heldout']} held-out upstream examples that are never replayed. Predicted scores complete each "
         f"task's row from k = {s['k']} observed entries with the matrix's rows; ground_truth uses the true row.",
         "",
-        _table(["strategy", "mean forgetting", f"{level} CI", "reduction vs none"], rows),
+        markdown_table(["strategy", "mean forgetting", f"{level} CI", "reduction vs none"], rows),
         "",
         f"Paired across the {len(tasks)} tasks (difference = strategy - reference; negative: less forgetting; "
         "'lower in' counts the tasks where the strategy forgot less):",
         "",
-        _table(["comparison", "mean difference", f"{level} CI", "lower in", "paired t p", "Wilcoxon p"], tests),
+        markdown_table(["comparison", "mean difference", f"{level} CI", "lower in", "paired t p", "Wilcoxon p"], tests),
         "",
         "Held-out forgetting per task:",
         "",
-        _table(["task"] + names, per_task),
+        markdown_table(["task"] + names, per_task),
     ]
     if results.get("prediction"):
         parts += ["", "How well the completed rows rank the pool's true forgetting (Spearman, mean over tasks):", "",
-                  _table(["method", "Spearman"], [[m, _num(v["spearman_mean"], 3, False)]
+                  markdown_table(["method", "Spearman"], [[m, _num(v["spearman_mean"], 3, False)]
                                                   for m, v in results["prediction"].items()])]
     parts += ["", f"![replay]({figure})", ""]
     return "\n".join(parts)
@@ -117,20 +119,27 @@ def attach_section(report_path: str, section: str) -> None:
     write_text(report_path, (text + "\n\n" if text else "") + section)
 
 
-def write_replay_report(workdir: str, config: Any, results: dict) -> str:
-    """Writes W/replay/{results.json, table.md, replay.png} and the section of W/report.md (process 0)."""
+def write_replay_report(experiment_dir: str, workdir: str, results: dict) -> str:
+    """Writes E/replay/{results.json, table.md, replay.png} and the section of E/report.md of the
+    experiment's directory E, then their copies at W/replay/ and W/report.md (process 0).
+    Returns E/replay/table.md."""
     import jax
 
+    from forgetting_jax.matrix.experiments import publish_file, publish_report
+
+    out = os.path.join(experiment_dir, "replay")
     if jax.process_index() != 0:
-        return os.path.join(workdir, "replay", "table.md")
+        return os.path.join(out, "table.md")
     from forgetting_jax.analysis.figures import plt
 
-    out = os.path.join(workdir, "replay")
     write_json(os.path.join(out, "results.json"), json_safe(results))
     fig = replay_figure(results)
     with atomic_path(os.path.join(out, "replay.png")) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     write_text(os.path.join(out, "table.md"), render_section(results, "replay.png"))
-    attach_section(os.path.join(workdir, "report.md"), render_section(results, "replay/replay.png"))
+    attach_section(os.path.join(experiment_dir, "report.md"), render_section(results, "replay/replay.png"))
+    for name in ("results.json", "replay.png", "table.md"):
+        publish_file(os.path.join(out, name), os.path.join(workdir, "replay", name))
+    publish_report(os.path.join(experiment_dir, "report.md"), workdir)
     return os.path.join(out, "table.md")

@@ -152,9 +152,13 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
 
 
 def _put(value, sharding: NamedSharding, dtype) -> jax.Array:
-    """A host or device array placed as `sharding` says (also on meshes spanning processes)."""
+    """A host or device array placed as `sharding` says (also on meshes spanning processes: a
+    device array sharded over the same devices, e.g. fine-tuned parameters on the training mesh,
+    is resharded on the devices, never through a host)."""
     if isinstance(value, jax.Array) and value.is_fully_addressable and sharding.is_fully_addressable:
         return jax.device_put(value.astype(dtype), sharding)
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        return jax.jit(lambda x: x.astype(dtype), out_shardings=sharding)(value)
     host = np.asarray(value).astype(dtype)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 

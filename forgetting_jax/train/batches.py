@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from forgetting_jax.data.packing import PackedRows, first_fit_decreasing, materialize_rows
-from forgetting_jax.data.pipeline import PackedBatches, PipelineConfig, Prefetcher
+from forgetting_jax.data.pipeline import PackedBatches, PipelineConfig
 from forgetting_jax.data.records import Example
 from forgetting_jax.train.step import BATCH_FIELDS
 
@@ -129,22 +129,12 @@ def stats_of(rows: PackedRows) -> BatchStats:
                       examples=int((rows.example_index >= 0).sum()))
 
 
-def iterate(batches, start_step: int, end_step: int, sharding: jax.sharding.Sharding, micro_batches: int,
-            prefetch: int = 2) -> Prefetcher:
-    """(device batch [A, R, L], BatchStats) of steps start_step..end_step-1, built ahead in a thread."""
-    def produce():
-        for step in range(start_step, end_step):
-            rows = batches.batch(step)
-            yield to_device(rows, sharding, micro_batches), stats_of(rows)
-
-    return Prefetcher(produce(), prefetch)
-
-
-def eval_batches(examples: Sequence[Example], rows_per_batch: int, row_length: int, max_segments: int,
-                 sharding: jax.sharding.Sharding) -> list[dict]:
-    """Every example once, packed (fixed seed), as device batches [R, L]; the last one padded."""
+def validation_rows(examples: Sequence[Example], rows_per_batch: int, row_length: int, max_segments: int,
+                    every: int) -> list[PackedRows]:
+    """Every validation example once, packed (fixed seed) into batches of `rows_per_batch` rows
+    (the last one padded); none when validation is off (every == 0) or there is nothing to validate."""
+    if not every or not examples:
+        return []
     pipeline = PackedBatches(examples, PipelineConfig(batch_rows=rows_per_batch, row_length=row_length,
                                                       max_segments=max_segments, seed=0, num_epochs=1))
-    return [to_device(pipeline.batch(step), sharding) for step in range(pipeline.num_steps)]
-
-
+    return [pipeline.batch(step) for step in range(pipeline.num_steps)]

@@ -7,24 +7,8 @@ Every experiment command calls `setup_process(config, workdir)` before it touche
   3. the persistent compilation cache (runtime.compilation_cache) is pointed at W/.jax_cache, so
      a rerun, a resumed run or the next task's process skips XLA compilation.
 
-config.distributed (environment variables fill what the config leaves unset):
-  mode                 auto: initialize when a coordinator is given or a cluster is detected
-                       (a TPU VM; a Slurm step of several tasks; Open MPI with several ranks);
-                       on: always (jax detects TPU, Slurm or Open MPI); off: never.
-                       Environment: FJ_DISTRIBUTED.
-  coordinator_address  host:port of process 0 (GPU clusters without Slurm): JAX_COORDINATOR_ADDRESS
-  num_processes        JAX_NUM_PROCESSES (0: detect)
-  process_id           JAX_PROCESS_ID (-1: detect)
-  local_device_ids     "0,1,..." devices this process drives: JAX_LOCAL_DEVICE_IDS (empty: jax's
-                       default: all local devices, one per process under Slurm)
-  initialization_timeout  seconds to wait for every process
-  cpu_collectives      gloo | mpi: collectives between processes on the CPU backend
-
-config.runtime:
-  compilation_cache    auto (W/.jax_cache on GPU and TPU, off on CPU) | on | off | a directory
-                       (FJ_COMPILATION_CACHE)
-  cache_min_compile_seconds  only programs that took longer to compile are cached
-  xla_flags            extra XLA flags, e.g. GPU scheduling flags (see launch/)
+The fields: experiment.DistributedSettings (config.distributed; environment variables fill what the
+config leaves unset) and experiment.RuntimeSettings (config.runtime).
 
 Once joined, `jax.devices()` lists every device of every process, meshes span hosts, each
 process feeds the rows its own devices hold (`score.scorer`, `train.batches`), orbax writes
@@ -39,6 +23,7 @@ import os
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 from ml_collections import ConfigDict
 
 log = logging.getLogger("forgetting_jax.distributed")
@@ -47,12 +32,15 @@ MODES = ("auto", "on", "off")
 
 
 def distributed_defaults() -> ConfigDict:
-    return ConfigDict(dict(mode="auto", coordinator_address="", num_processes=0, process_id=-1, local_device_ids="",
-                           initialization_timeout=300, cpu_collectives="gloo"))
+    from forgetting_jax.experiment import DistributedSettings, section_config  # defined there, once
+
+    return section_config(DistributedSettings())
 
 
 def runtime_defaults() -> ConfigDict:
-    return ConfigDict(dict(compilation_cache="auto", cache_min_compile_seconds=1.0, xla_flags=""))
+    from forgetting_jax.experiment import RuntimeSettings, section_config
+
+    return section_config(RuntimeSettings())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +55,7 @@ class Plan:
 def _get(spec: Any, name: str, default: Any) -> Any:
     if spec is None:
         return default
-    value = spec.get(name, default)
+    value = spec.get(name, default) if hasattr(spec, "get") else getattr(spec, name, default)
     return default if value is None else value
 
 
@@ -203,6 +191,16 @@ def setup_process(config: Any = None, workdir: str | None = None) -> bool:
 def is_main() -> bool:
     """True on the process that writes shared files (process 0)."""
     return jax.process_index() == 0
+
+
+def host_tree(tree: Any) -> Any:
+    """A (possibly sharded, possibly multi-host) tree as numpy arrays on every process (a
+    collective on several processes: every process must call it)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
 def barrier(name: str) -> None:

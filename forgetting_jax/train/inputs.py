@@ -11,7 +11,6 @@ Conversations are encoded with the tokenizer's chat template; only the response 
 the last `max_length` tokens are kept.
 """
 
-import os
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,7 @@ def _read_task_records(data: Any, path: str, task: str) -> list[dict]:
 
     per_task_file = "{task}" in path
     path = path.replace("{task}", task)
-    kwargs = dict(data.get("reader_kwargs") or {})
+    kwargs = dict(data.reader_kwargs or {})
     if data.reader == "chat":
         records = read_records(path, "chat", skip_bad=data.skip_bad)
     elif data.reader in READERS and data.reader != "upstream":
@@ -113,9 +112,8 @@ def task_examples(data: Any, task: str, tokenizer) -> dict[str, list[Example]]:
         splits["train"] = subsample(splits["train"], data.max_train, seed=data.seed)
     out = {}
     for split, chosen in splits.items():
-        skipped = os.path.join(data.skipped_dir, f"{task}.{split}.skipped.jsonl") if data.get("skipped_dir") else None
         out[split] = encode_records(tokenizer, chosen, data.max_length, skip_bad=data.skip_bad,
-                                    skipped_path=skipped, source=f"task {task} ({split})")
+                                    source=f"task {task} ({split})")
     if not out["train"]:
         raise ValueError(f"task {task!r} has no training examples")
     return out

@@ -21,7 +21,7 @@ BATCH_AXES = ("data", "fsdp")  # the axes rows of a batch are split over
 
 def mesh_shape(spec: Any, num_devices: int) -> tuple[int, int, int]:
     """(data, fsdp, tensor) sizes for `num_devices` devices; spec has fields data, fsdp, tensor."""
-    sizes = [int(_get(spec, axis, 1)) for axis in AXES]
+    sizes = [int(mesh_field(spec, axis, 1)) for axis in AXES]
     fill = [i for i, s in enumerate(sizes) if s == -1]
     if len(fill) > 1:
         raise ValueError(f"mesh {dict(zip(AXES, sizes))}: at most one axis may be -1")
@@ -37,20 +37,22 @@ def mesh_shape(spec: Any, num_devices: int) -> tuple[int, int, int]:
     return tuple(sizes)
 
 
-def _get(spec: Any, name: str, default: Any) -> Any:
-    value = spec.get(name, default)  # a dict or an ml_collections ConfigDict
+def mesh_field(spec: Any, name: str, default: Any) -> Any:
+    """A field of a mesh spec: a dict, a ConfigDict or experiment.MeshSettings."""
+    value = spec.get(name, default) if hasattr(spec, "get") else getattr(spec, name, default)
     return default if value is None else value
 
 
 def make_mesh(spec: Any = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A Mesh over `devices` (default: the first spec.num_devices devices, -1 or absent: all).
 
-    spec: a dict or ConfigDict with data, fsdp, tensor (and optionally num_devices); None: all data.
+    spec: MeshSettings, a dict or ConfigDict with data, fsdp, tensor (and optionally num_devices);
+    None: all data.
     """
     spec = {"data": -1} if spec is None else spec
     if devices is None:
         devices = jax.devices()
-        wanted = int(_get(spec, "num_devices", -1) or -1)
+        wanted = int(mesh_field(spec, "num_devices", -1) or -1)
         if wanted != -1:
             if wanted > len(devices):
                 raise ValueError(f"mesh.num_devices={wanted}, but only {len(devices)} devices exist")

@@ -25,34 +25,23 @@ compiles once for the whole matrix. Tasks resuming from different steps wait, in
 the group reaches their step.
 """
 
-import dataclasses
 import functools
 import logging
 import math
-import os
-import time
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from forgetting_jax.data.packing import PackedRows, materialize_rows
-from forgetting_jax.data.pipeline import PackedBatches, PipelineConfig, Prefetcher
+from forgetting_jax.data.packing import PackedRows
 from forgetting_jax.models import attention
-from forgetting_jax.models.hf_checkpoint import export_hf_model
-from forgetting_jax.train import checkpoints as ckpt_lib
-from forgetting_jax.train import lora as lora_lib
-from forgetting_jax.train import loop
-from forgetting_jax.train.batches import make_batches, stats_of
-from forgetting_jax.train.mesh import AXES, BATCH_AXES, mesh_shape
-from forgetting_jax.train.metrics import MetricsLog
+from forgetting_jax.train.driver import empty_rows
+from forgetting_jax.train.mesh import AXES, BATCH_AXES, mesh_field, mesh_shape
 from forgetting_jax.train.partitioning import activation_rules
 from forgetting_jax.train.state import TrainState
-from forgetting_jax.train import step as step_lib
-from forgetting_jax.train.step import BATCH_FIELDS, CompiledSteps, StepSettings, flops_per_token
+from forgetting_jax.train.step import BATCH_FIELDS, CompiledSteps, StepSettings, accumulate_gradients
 
 log = logging.getLogger("forgetting_jax.train")
 
@@ -64,7 +53,7 @@ def make_task_mesh(spec: Any, task_groups: int = 1, devices: Sequence[jax.Device
     config's mesh section; -1 fills the devices of one sub-mesh)."""
     if devices is None:
         devices = jax.devices()
-        wanted = int(spec.get("num_devices", -1) or -1) if spec is not None else -1
+        wanted = int(mesh_field(spec, "num_devices", -1) or -1) if spec is not None else -1
         if wanted != -1:
             devices = devices[:wanted]
     devices = list(devices)
@@ -113,7 +102,7 @@ class MultiTaskSteps:
         batch_sh = {k: self.batch_sharding for k in BATCH_FIELDS}
         eval_sh = {k: self.eval_batch_sharding for k in BATCH_FIELDS}
         self.trainable_shardings = _stacked(mesh, single.trainable_shardings)
-        evaluate = jax.vmap(single._eval_step, in_axes=(0, None, 0), spmd_axis_name=TASK_AXIS)
+        evaluate = jax.vmap(single.eval_body, in_axes=(0, None, 0), spmd_axis_name=TASK_AXIS)
 
         def train_step(states, frozen, batch, active_P):
             updated, metrics = self._train_step(states, frozen, batch)
@@ -143,52 +132,18 @@ class MultiTaskSteps:
                              out_shardings=single.state_shardings)
 
     def _train_step(self, states: TrainState, frozen: dict, batch: dict):
-        """`CompiledSteps._train_step` for P tasks: the per-task loss, gradients and update are
-        vmapped; the scan over micro-batches is shared, and a micro-batch is skipped when it holds
-        no trained token in any task (vmapping the one-task step would turn its skip into a
-        select that computes every micro-batch)."""
-        single, settings = self.single, self.settings
-        lora = settings.lora
+        """The one-task step of train/step.py for P tasks: its micro-batch loss, its update and its
+        keys vmapped over the task axis. The scan over micro-batches is shared (one
+        `accumulate_gradients`), and a micro-batch is skipped when it holds no trained token in any
+        task (vmapping the whole one-task step would turn its skip into a select that computes
+        every micro-batch)."""
+        single = self.single
         vmap = functools.partial(jax.vmap, spmd_axis_name=TASK_AXIS)
-        keys_P = vmap(lambda step: jax.random.fold_in(jax.random.key(settings.seed), step))(states.step)
-
-        def loss_fn(trainable, micro, micro_key):
-            params = step_lib._model_params(trainable, frozen, lora)
-            if lora is None:
-                return step_lib.loss_sums(single.config, params, micro)
-            with lora_lib.lora_branches(lora, micro_key):
-                return step_lib.loss_sums(single.config, params, micro)
-
-        grad_fn = vmap(jax.value_and_grad(loss_fn, has_aux=True))
-        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), states.params)
-        zeros = jax.lax.with_sharding_constraint(zeros, self.trainable_shardings)
-        none_P = jnp.zeros((self.num_tasks,), jnp.float32)
-
-        def micro_step(carry, xs):
-            index, micro = xs
-
-            def run(c):
-                grads, nll, count = c
-                micro_keys = vmap(lambda k: jax.random.fold_in(k, index))(keys_P)
-                (micro_nll, micro_count), micro_grads = grad_fn(states.params, micro, micro_keys)
-                grads = jax.tree.map(lambda g, m: g + m.astype(jnp.float32), grads, micro_grads)
-                return grads, nll + micro_nll, count + micro_count
-
-            return jax.lax.cond(jnp.any(micro["loss_mask"]), run, lambda c: c, carry), None
-
+        grad_fn = vmap(jax.value_and_grad(single.micro_loss, has_aux=True), in_axes=(0, None, 0, 0))
         micro_first = {k: jnp.swapaxes(v, 0, 1) for k, v in batch.items()}  # [A, P, R, L]
-        (grads, nll, count), _ = jax.lax.scan(micro_step, (zeros, none_P, none_P),
-                                              (jnp.arange(settings.micro_batches), micro_first))
-        denom_P = jnp.maximum(count, 1.0)
-        grads = jax.tree.map(lambda g: g / denom_P.reshape((-1,) + (1,) * (g.ndim - 1)), grads)
-
-        def update(grads, opt_state, params, step):
-            updates, opt_state = single.optimizer.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads), single.schedule(step)
-
-        params, opt_state, grad_norm, lr = vmap(update)(grads, states.opt_state, states.params, states.step)
-        metrics = {"loss": nll / denom_P, "grad_norm": grad_norm, "lr": lr, "loss_tokens": count}
-        return TrainState(step=states.step + 1, params=params, opt_state=opt_state), metrics
+        grads, nll, count = accumulate_gradients(grad_fn, states.params, frozen, micro_first,
+                                                 vmap(single.step_key)(states.step), self.trainable_shardings)
+        return vmap(single.apply_update)(states, grads, nll, count)
 
     def init_state(self, trainable) -> TrainState:
         with activation_rules(self.mesh):
@@ -241,244 +196,44 @@ def stack_rows(rows: Sequence[PackedRows], sharding: NamedSharding, leading: int
     return out
 
 
-def _empty_rows(num_rows: int, row_length: int, max_segments: int) -> PackedRows:
-    return materialize_rows([], [], row_length, max_segments, num_rows=num_rows)
+class MultiTaskProgram:
+    """P runs in one compiled step (train/driver.py's Program): batches [P, A, R, L]; idle or
+    waiting slots step on empty rows and keep their state."""
 
+    def __init__(self, steps: MultiTaskSteps, max_segments: int):
+        self.steps = steps
+        self.num_slots = steps.num_tasks
+        self.abstract_state = steps.single.abstract_state
+        settings = steps.settings
+        self._empty_train = empty_rows(settings.micro_batches * settings.micro_rows, settings.row_length,
+                                       max_segments)
+        self._empty_eval = empty_rows(settings.eval_rows, settings.row_length, max_segments)
 
-# The group run ---------------------------------------------------------------------------------
+    def init(self, states, fresh):
+        if all(state is None for state in states):
+            return self.steps.init_state(fresh())
+        single = self.steps.single
+        return self.steps.stack([single.init_state(fresh()) if state is None else state for state in states])
 
-@dataclasses.dataclass
-class _Slot:
-    """One task of a group (None plan: an inactive padding slot)."""
+    def device_batch(self, rows):
+        rows = [self._empty_train if r is None else r for r in rows]
+        return stack_rows(rows, self.steps.batch_sharding, self.steps.settings.micro_batches)
 
-    plan: loop.FinetunePlan | None
-    start: int = 0
-    checkpoints: ckpt_lib.RunCheckpoints | None = None
-    metrics: MetricsLog | None = None
-    batches: Any = None
-    eval_rows: list | None = None
-    meta: dict = dataclasses.field(default_factory=lambda: {"best_step": None, "best_val_loss": None})
+    def step(self, states, frozen, batch, active):
+        return self.steps.train_step(states, frozen, batch, active)
 
-    @property
-    def evaluating(self) -> bool:
-        return bool(self.eval_rows)
-
-
-def finetune_group(config: Any, workdir: str, tasks: Sequence[str], base: loop.BaseModel, mesh: Mesh,
-                   num_tasks: int | None = None) -> list[loop.RunResult]:
-    """Fine-tunes `base` on every task of `tasks` at once (config.train, P = num_tasks slots, default
-    len(tasks)); finished runs are reused. Returns one RunResult per task, in order."""
-    started = time.perf_counter()
-    tc = config.train
-    num_tasks = num_tasks or len(tasks)
-    if len(tasks) > num_tasks:
-        raise ValueError(f"{len(tasks)} tasks do not fit a group of {num_tasks}")
-    plans = [loop.plan_finetune(config, workdir, task, base) for task in tasks]
-    results: dict[str, loop.RunResult] = {}
-    todo = []
-    for plan in plans:
-        record = ckpt_lib.read_fingerprint(plan.run_dir)
-        if record is not None and record.get("fingerprint") == plan.fingerprint:
-            log.info("task %s: reusing the finished run %s", plan.task, plan.run_dir)
-            results[plan.task] = loop.RunResult(plan.task, plan.run_dir, os.path.join(plan.run_dir, "model"),
-                                                plan.fingerprint, True, record.get("best_step"),
-                                                record.get("best_val_loss"), int(record.get("steps", tc.steps)),
-                                                time.perf_counter() - started)
-        else:
-            todo.append(plan)
-    if todo:
-        for result in _train_group(config, todo, base, mesh, num_tasks, started):
-            results[result.task] = result
-    return [results[t] for t in tasks]
-
-
-def _train_group(config: Any, plans: list, base: loop.BaseModel, mesh: Mesh, num_tasks: int,
-                 started: float) -> list[loop.RunResult]:
-    tc = config.train
-    settings, batch_settings = loop.step_settings(tc, mesh)
-    model_config = base.config
-    steps = multitask_steps(model_config, settings, mesh, num_tasks)
-    single = steps.single
-    lora = settings.lora
-    total = int(tc.steps)
-    if lora is None:
-        frozen: dict = {}
-        trainable_fraction = 1.0
-
-        def fresh_trainable():
-            return loop.load_base_params(base, single.trainable_shardings)
-    else:
-        base_params = loop.load_base_params(base, single.frozen_shardings["base"])
-        factors, seeds = lora_lib.init_lora(model_config, lora, jax.random.key(int(tc.seed)))
-        frozen = {"base": base_params, "seeds": jax.device_put(seeds, single.frozen_shardings["seeds"])}
-        trainable_fraction = lora_lib.trainable_count(factors) / model_config.num_params
-
-        def fresh_trainable():
-            return jax.device_put(factors, single.trainable_shardings)
-
-    slots = [_Slot(plan) for plan in plans] + [_Slot(None) for _ in range(num_tasks - len(plans))]
-    for slot in slots:
-        if slot.plan is None:
-            continue
-        loop._run_record(slot.plan.run_dir, slot.plan.inputs)
-        data = slot.plan.examples
-        slot.batches = make_batches(data["train"], batch_settings)
-        if tc.eval_every and data["validation"]:
-            pipeline = PackedBatches(data["validation"], PipelineConfig(
-                batch_rows=settings.eval_rows, row_length=settings.row_length, max_segments=int(tc.max_segments),
-                seed=0, num_epochs=1))
-            slot.eval_rows = [pipeline.batch(s) for s in range(pipeline.num_steps)]
-        slot.checkpoints = ckpt_lib.RunCheckpoints(os.path.join(slot.plan.run_dir, "checkpoints"), slot.evaluating)
-        slot.start = slot.checkpoints.latest_step() or 0
-
-    if all(slot.start == 0 for slot in slots):
-        states = steps.init_state(fresh_trainable())
-    else:
-        singles = []
-        for slot in slots:
-            if slot.start:
-                state, slot.meta = slot.checkpoints.restore(slot.start, single.abstract_state)
-                log.info("task %s: resuming from step %d of %d", slot.plan.task, slot.start, total)
-            else:
-                state = single.init_state(fresh_trainable())
-            singles.append(state)
-        states = steps.stack(singles)
-    for slot in slots:
-        if slot.plan is not None:
-            slot.metrics = MetricsLog(os.path.join(slot.plan.run_dir, "metrics.jsonl"), slot.start)
-    names = ", ".join(s.plan.task for s in slots if s.plan is not None)
-    log.info("fine-tuning %d tasks at once (%s; %d slots): %s, %d steps on %s", len(plans), names, num_tasks,
-             tc.method, total, describe_task_mesh(mesh))
-
-    flops = flops_per_token(model_config, settings.row_length, trainable_fraction)
-    peak = loop._peak(mesh, tc)
-    empty_train = _empty_rows(settings.micro_batches * settings.micro_rows, settings.row_length,
-                              int(tc.max_segments))
-    empty_eval = _empty_rows(settings.eval_rows, settings.row_length, int(tc.max_segments))
-    eval_count = max((len(s.eval_rows) for s in slots if s.eval_rows), default=0)
-
-    def evaluate(params) -> list[float | None]:
-        sums = np.zeros(num_tasks)
-        counts = np.zeros(num_tasks)
-        for b in range(eval_count):
-            rows = [s.eval_rows[b] if s.eval_rows and b < len(s.eval_rows) else empty_eval for s in slots]
-            nll, count = steps.eval_step(params, frozen, stack_rows(rows, steps.eval_batch_sharding, None))
+    def evaluate(self, states, frozen, eval_rows):
+        sums, counts = np.zeros(self.num_slots), np.zeros(self.num_slots)
+        for b in range(max(len(rows) for rows in eval_rows)):
+            batch = [rows[b] if b < len(rows) else self._empty_eval for rows in eval_rows]
+            nll, count = self.steps.eval_step(states.params, frozen, stack_rows(batch, self.steps.eval_batch_sharding,
+                                                                                None))
             sums += np.asarray(nll, np.float64)
             counts += np.asarray(count, np.float64)
-        return [float(n / max(c, 1.0)) if s.evaluating else None for n, c, s in zip(sums, counts, slots)]
+        return sums, counts
 
-    first = min(slot.start for slot in slots if slot.plan is not None)
-    if first == 0 and eval_count:
-        losses = evaluate(states.params)
-        for slot, loss in zip(slots, losses):
-            if slot.plan is not None and slot.start == 0 and loss is not None:
-                slot.metrics.write({"step": 0, "val_loss": loss, "best": False})
-
-    def active_at(step: int) -> np.ndarray:
-        return np.array([s.plan is not None and s.start <= step for s in slots])
-
-    def produce():
-        for step in range(first, total):
-            active = active_at(step)
-            rows = [s.batches.batch(step) if on else empty_train for s, on in zip(slots, active)]
-            yield stack_rows(rows, steps.batch_sharding, settings.micro_batches), [stats_of(r) for r in rows], active
-
-    pending: list = []
-    clock = [time.perf_counter()]
-
-    def emit(item) -> None:
-        done, device_metrics, stats, active = item
-        values = {k: np.asarray(v, np.float64) for k, v in jax.device_get(device_metrics).items()}
-        now = time.perf_counter()
-        seconds = max(now - clock[0], 1e-9)
-        clock[0] = now
-        for p, slot in enumerate(slots):
-            if not active[p]:
-                continue
-            rate = stats[p].real_tokens / seconds
-            slot.metrics.write({"step": done, "loss": float(values["loss"][p]), "lr": float(values["lr"][p]),
-                                "grad_norm": float(values["grad_norm"][p]),
-                                "loss_tokens": int(values["loss_tokens"][p]), "real_tokens": stats[p].real_tokens,
-                                "examples": stats[p].examples, "seconds": seconds, "tokens_per_second": rate,
-                                "mfu": rate * flops / peak if peak else None})
-        if done % int(tc.log_every) == 0 or done == total:
-            tokens = sum(stats[p].real_tokens for p in range(num_tasks) if active[p])
-            log.info("%d tasks: step %d/%d mean loss %.4f, %s tokens/s together", int(active.sum()), done, total,
-                     float(np.mean(values["loss"][active])), f"{tokens / seconds:,.0f}")
-
-    batches = Prefetcher(produce(), 2)
-    try:
-        for step in range(first, total):
-            batch, stats, active = next(batches)
-            states, step_metrics = steps.train_step(states, frozen, batch, active)
-            if step == first:
-                clock[0] = time.perf_counter()
-            pending.append((step + 1, step_metrics, stats, active))
-            while len(pending) > 1:
-                emit(pending.pop(0))
-            done = step + 1
-            last = done == total
-            evaluate_now = eval_count > 0 and (done % int(tc.eval_every) == 0 or last)
-            save = last or (int(tc.save_every) > 0 and done % int(tc.save_every) == 0)
-            if not (evaluate_now or save):
-                continue
-            while pending:
-                emit(pending.pop(0))
-            losses = evaluate(states.params) if evaluate_now else [None] * num_tasks
-            for p, slot in enumerate(slots):
-                if not active[p]:
-                    continue
-                loss = losses[p]
-                best = loss is not None and (slot.meta["best_val_loss"] is None or loss < slot.meta["best_val_loss"])
-                if loss is not None:
-                    if best:
-                        slot.meta = {"best_step": done, "best_val_loss": loss}
-                    slot.metrics.write({"step": done, "val_loss": loss, "best": best})
-                if save or best:
-                    slot.checkpoints.save(done, steps.take(states, p), slot.meta,
-                                          loss if slot.evaluating else None)
-            clock[0] = time.perf_counter()
-        while pending:
-            emit(pending.pop(0))
-        results = []
-        for p, slot in enumerate(slots):
-            if slot.plan is None:
-                continue
-            slot.checkpoints.wait()
-            best_step = slot.meta.get("best_step")
-            if slot.evaluating and best_step is not None and best_step != total:
-                params = slot.checkpoints.restore(best_step, single.abstract_state)[0].params
-            else:
-                params = steps.take(states, p).params
-                slot.meta = dict(slot.meta, best_step=slot.meta.get("best_step") or total)
-            results.append(_export(config, slot, params, frozen, lora, model_config, base, started))
-        return results
-    finally:
-        batches.close()
-        for slot in slots:
-            if slot.metrics is not None:
-                slot.metrics.close()
-            if slot.checkpoints is not None:
-                slot.checkpoints.wait()
-                slot.checkpoints.close()
-
-
-def _export(config: Any, slot: _Slot, params: Any, frozen: dict, lora, model_config, base: loop.BaseModel,
-            started: float) -> loop.RunResult:
-    tc = config.train
-    plan = slot.plan
-    if lora is not None:
-        params = lora_lib.merge(frozen["base"], params, lora)
-    host_params = loop._host(params)  # a collective on several processes: every process takes part
-    if loop._is_main():
-        export_hf_model(os.path.join(plan.run_dir, "model"), model_config, host_params, base_config=base.hf_config,
-                        tokenizer_dir=base.tokenizer_dir, dtype=tc.export_dtype or None)
-    meta = slot.meta
-    loop._finish(plan.run_dir, plan.fingerprint, plan.inputs, bool(tc.keep_checkpoints),
-                 best_step=meta.get("best_step"), best_val_loss=meta.get("best_val_loss"), steps=int(tc.steps))
-    return loop.RunResult(plan.task, plan.run_dir, os.path.join(plan.run_dir, "model"), plan.fingerprint, False,
-                          meta.get("best_step"), meta.get("best_val_loss"), int(tc.steps),
-                          time.perf_counter() - started)
+    def take(self, states, slot):
+        return self.steps.take(states, slot)
 
 
 def describe_task_mesh(mesh: Mesh) -> str:

@@ -63,6 +63,36 @@ def _model_params(trainable: Any, frozen: dict, lora: lora_lib.LoraSettings | No
     return lora_lib.attach(frozen["base"], trainable, frozen["seeds"])
 
 
+def accumulate_gradients(grad_fn, trainable, frozen: dict, batch: dict, key: jax.Array, shardings):
+    """Sums of fp32 gradients, NLL and trained tokens over the A micro-batches of `batch`.
+
+    grad_fn(trainable, frozen, micro, micro_key) -> ((nll, count), grads): one task's
+    `value_and_grad(micro_loss)`, or its vmap over a leading task axis (then every leaf of
+    `trainable`, `micro` and `key` carries that axis, and nll / count are [P]). batch: fields
+    [A, R, L] (or [A, P, R, L]); micro-batch a draws its key from fold_in(key, a). A micro-batch
+    without a trained token (in any task) is skipped at run time (`lax.cond`).
+    """
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None)) if key.ndim else jax.random.fold_in
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable)
+    zeros = jax.lax.with_sharding_constraint(zeros, shardings)
+    none = jnp.zeros(key.shape, jnp.float32)
+    num_micro = jax.tree.leaves(batch)[0].shape[0]
+
+    def micro_step(carry, xs):
+        index, micro = xs
+
+        def run(c):
+            grads, nll, count = c
+            (micro_nll, micro_count), micro_grads = grad_fn(trainable, frozen, micro, fold(key, index))
+            grads = jax.tree.map(lambda g, m: g + m.astype(jnp.float32), grads, micro_grads)
+            return grads, nll + micro_nll, count + micro_count
+
+        return jax.lax.cond(jnp.any(micro["loss_mask"]), run, lambda c: c, carry), None
+
+    (grads, nll, count), _ = jax.lax.scan(micro_step, (zeros, none, none), (jnp.arange(num_micro), batch))
+    return grads, nll, count
+
+
 class CompiledSteps:
     """Shardings, optimizer and jit-compiled functions of one (model, settings, mesh).
 
@@ -106,38 +136,25 @@ class CompiledSteps:
                              out_shardings=self.state_shardings, donate_argnums=(0,))
         self._train = jax.jit(self._train_step, in_shardings=(self.state_shardings, self.frozen_shardings, batch_sh),
                               out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
-        self._eval = jax.jit(self._eval_step, in_shardings=(self.trainable_shardings, self.frozen_shardings, eval_sh),
+        self._eval = jax.jit(self.eval_body, in_shardings=(self.trainable_shardings, self.frozen_shardings, eval_sh),
                              out_shardings=(repl, repl))
 
-    # Traced bodies ------------------------------------------------------------------------------
-    def _train_step(self, state: TrainState, frozen: dict, batch: dict):
-        settings, lora = self.settings, self.settings.lora
-        key = jax.random.fold_in(jax.random.key(settings.seed), state.step)
+    # Traced bodies: one task. The P-task step (train/multitask.py) vmaps these same pieces. ----
+    def step_key(self, step: jax.Array) -> jax.Array:
+        """The random key of optimizer step `step` (LoRA dropout): fold_in(seed, step)."""
+        return jax.random.fold_in(jax.random.key(self.settings.seed), step)
 
-        def loss_fn(trainable, micro, micro_key):
-            params = _model_params(trainable, frozen, lora)
-            if lora is None:
-                return loss_sums(self.config, params, micro)
-            with lora_lib.lora_branches(lora, micro_key):
-                return loss_sums(self.config, params, micro)
+    def micro_loss(self, trainable, frozen: dict, micro: dict, micro_key: jax.Array):
+        """(NLL sum, trained tokens) of one micro-batch [R, L]."""
+        lora = self.settings.lora
+        params = _model_params(trainable, frozen, lora)
+        if lora is None:
+            return loss_sums(self.config, params, micro)
+        with lora_lib.lora_branches(lora, micro_key):
+            return loss_sums(self.config, params, micro)
 
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-        zeros = jax.lax.with_sharding_constraint(zeros, self.trainable_shardings)
-
-        def micro_step(carry, xs):
-            index, micro = xs
-
-            def run(c):
-                grads, nll, count = c
-                (micro_nll, micro_count), micro_grads = grad_fn(state.params, micro, jax.random.fold_in(key, index))
-                grads = jax.tree.map(lambda g, m: g + m.astype(jnp.float32), grads, micro_grads)
-                return grads, nll + micro_nll, count + micro_count
-
-            return jax.lax.cond(jnp.any(micro["loss_mask"]), run, lambda c: c, carry), None
-
-        init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-        (grads, nll, count), _ = jax.lax.scan(micro_step, init, (jnp.arange(settings.micro_batches), batch))
+    def apply_update(self, state: TrainState, grads, nll: jax.Array, count: jax.Array):
+        """The optimizer step of one task from its summed fp32 gradients, NLL and token count."""
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
@@ -146,12 +163,15 @@ class CompiledSteps:
                    "loss_tokens": count}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    def _eval_step(self, trainable, frozen: dict, batch: dict):
-        params = _model_params(trainable, frozen, self.settings.lora)
-        if self.settings.lora is None:
-            return loss_sums(self.config, params, batch)
-        with lora_lib.lora_branches(self.settings.lora, None):
-            return loss_sums(self.config, params, batch)
+    def _train_step(self, state: TrainState, frozen: dict, batch: dict):
+        grad_fn = jax.value_and_grad(self.micro_loss, has_aux=True)
+        grads, nll, count = accumulate_gradients(grad_fn, state.params, frozen, batch, self.step_key(state.step),
+                                                 self.trainable_shardings)
+        return self.apply_update(state, grads, nll, count)
+
+    def eval_body(self, trainable, frozen: dict, batch: dict):
+        """(NLL sum, trained tokens) of one eval batch [R, L] (traced; `eval_step` is its jit)."""
+        return self.micro_loss(trainable, frozen, batch, None)  # no dropout key: LoRA dropout off
 
     # Calls (always under the mesh and the logical rules, so traces agree) ------------------------
     def init_state(self, trainable) -> TrainState:

@@ -99,3 +99,17 @@ def move_aside(path: str, reason: str, logger: Any = None) -> str | None:
         return None
     logger.warning("%s is damaged (%s); moved aside to %s and recomputing it", path, reason, target)
     return target
+
+
+def copy_file(src: str, dst: str) -> bool:
+    """Copies the file `src` onto `dst` atomically, unless `dst` holds the same bytes already.
+    Returns True when it wrote."""
+    import filecmp
+
+    if os.path.isfile(dst) and filecmp.cmp(src, dst, shallow=False):
+        return False
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    return True

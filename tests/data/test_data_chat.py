@@ -1,4 +1,4 @@
-"""Response-only masks, templates, truncation, and lm encoding."""
+"""Response-only masks, templates and truncation of chat records (data/chat.py, data/examples.py)."""
 
 import copy
 
@@ -8,7 +8,6 @@ import pytest
 from forgetting_jax.data.chat import TULU_CHAT_TEMPLATE, encode_chat, render_chat
 from forgetting_jax.data.errors import DataError, ResponseTooLongError
 from forgetting_jax.data.examples import encode_record, encode_records
-from forgetting_jax.data.tokenize import chunk_text, encode_lm
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
@@ -140,28 +139,3 @@ def test_training_and_scoring_share_the_encoding(demo_tokenizer):
     np.testing.assert_array_equal(a.mask, b.mask)
     example = encode_records(demo_tokenizer, [record], 64)[0]
     assert example.id == "x" and example.task == "t" and example.pair[0] is example.ids
-
-
-def test_encode_lm_scores_every_token_after_the_first(demo_tokenizer):
-    encoded = encode_lm(demo_tokenizer, "Return the sum of two numbers.")
-    assert encoded.ids.tolist() == demo_tokenizer("Return the sum of two numbers.")["input_ids"]
-    assert encoded.ids[0] == demo_tokenizer.bos_token_id
-    assert not encoded.mask[0] and encoded.mask[1:].all() and encoded.num_scored == len(encoded.ids) - 1
-    cut = encode_lm(demo_tokenizer, "Return the sum of two numbers.", max_length=4)
-    assert cut.ids.tolist() == encoded.ids[:4].tolist() and cut.num_truncated == len(encoded.ids) - 4
-
-
-def test_encode_lm_needs_two_tokens(demo_tokenizer):
-    with pytest.raises(DataError, match="at least 2"):
-        encode_lm(demo_tokenizer, "a", max_length=1)
-
-
-def test_chunk_text_bounds_and_order(demo_tokenizer):
-    from forgetting_jax.data.demo.corpus import read_demo_corpus
-
-    text = next(r["text"] for r in read_demo_corpus() if r["id"] == "reference.assert")
-    pieces = chunk_text(demo_tokenizer, text, 48)
-    assert len(pieces) > 3 and all(p.strip() for p in pieces)
-    assert "".join(pieces) == text.rstrip()
-    assert all(len(encode_lm(demo_tokenizer, p).ids) <= 48 for p in pieces)
-    assert chunk_text(demo_tokenizer, "short text", 48) == ["short text"]

@@ -1,6 +1,8 @@
 """`forgetting-jax run` end to end on a micro demo (M = 3, N = 50): the contract's matrix, reuse of
 everything on a second run, and a run killed at a random point that resumes to the same matrix."""
 
+import glob
+import json
 import os
 import random
 import signal
@@ -12,31 +14,14 @@ import numpy as np
 import pytest
 
 from forgetting_jax.matrix.pipeline import run_pipeline
-from config_files import load_config
-
-TASKS = ("add", "uppercase", "parity")
-OVERRIDES = {
-    "data.tasks": repr(TASKS), "matrix.num_upstream": "50", "model.hidden_size": "64", "model.num_layers": "1",
-    "model.num_heads": "2", "model.num_kv_heads": "2", "model.mlp_dim": "128", "pretrain.steps": "12",
-    "pretrain.batch_size": "4", "pretrain.micro_rows": "4", "pretrain.max_examples": "400", "train.steps": "6",
-    "train.eval_every": "3", "train.log_every": "3",
-}
+from micro_demo import TASKS, cli_overrides, copy_workspace, micro_config
 
 
-def micro_config():
-    config = load_config("demo")
-    for key, value in OVERRIDES.items():
-        section, field = key.split(".")
-        current = config[section][field]
-        config[section][field] = TASKS if field == "tasks" else type(current)(value)
-    return config
-
+pytestmark = pytest.mark.slow  # the whole pipeline, trained
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("micro"))
-    summary = run_pipeline(micro_config(), workdir)
-    return workdir, summary
+def finished(micro_matrix):
+    return micro_matrix  # (W, RunSummary) of the micro demo, built once per session
 
 
 def test_matrix_follows_the_contract(finished):
@@ -50,10 +35,22 @@ def test_matrix_follows_the_contract(finished):
     np.testing.assert_allclose(data["Z"], data["ft_nll"] - data["base_nll"][None], atol=1e-6)
     assert np.isfinite(data["Z"]).all() and np.abs(data["Z"]).max() > 0
     assert sorted(summary.trained) == sorted(TASKS)
-    assert os.path.isfile(os.path.join(workdir, "report.md"))
-    assert os.path.isfile(os.path.join(workdir, "analysis", "heatmap.png"))
+    experiment = os.path.join(workdir, "experiments", "demo")
+    assert summary.experiment_dir == experiment and summary.matrix_path == os.path.join(experiment, "forgetting.npz")
+    with open(summary.matrix_path, "rb") as own, open(os.path.join(workdir, "matrix", "forgetting.npz"), "rb") as copy:
+        assert own.read() == copy.read()  # W/matrix/forgetting.npz: a copy of the latest run's
+    assert os.path.isfile(os.path.join(experiment, "analysis", "heatmap.png"))
+    with open(os.path.join(workdir, "report.md")) as f:  # the copy's figures point into the experiment
+        assert "](experiments/demo/analysis/heatmap.png)" in f.read()
+    assert all(os.path.isfile(os.path.join(workdir, "matrix", "rows", t, fp + ".npz"))
+               for t, fp in _experiment_rows(experiment).items())
     assert not any(os.path.isdir(os.path.join(workdir, "tasks", t, fp, "model"))
                    for t in TASKS for fp in os.listdir(os.path.join(workdir, "tasks", t)))
+
+
+def _experiment_rows(experiment):
+    with open(os.path.join(experiment, "experiment.json")) as f:
+        return json.load(f)["rows"]
 
 
 def test_second_run_reuses_everything(finished):
@@ -75,19 +72,18 @@ def test_killed_run_resumes_to_the_uninterrupted_matrix(finished, tmp_path):
     reference = np.load(os.path.join(finished[0], "matrix", "forgetting.npz"))
     workdir = str(tmp_path / "killed")
     command = [sys.executable, "-m", "forgetting_jax", "run", "--config=configs/demo.py", f"--workdir={workdir}",
-               "--noanalyze"] + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+               "--noanalyze"] + cli_overrides()
     root = os.path.join(os.path.dirname(__file__), "..", "..")
     env = dict(os.environ, FJ_PROGRESS="0")
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base_scores = os.path.join(workdir, "matrix", "base_nll.npz")
+    base_scores = os.path.join(workdir, "matrix", "base_nll", "*.npz")
     deadline = time.time() + 300
-    while not os.path.exists(base_scores) and process.poll() is None and time.time() < deadline:
+    while not glob.glob(base_scores) and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(random.uniform(0.0, 6.0))  # somewhere in fine-tuning, scoring or writing the rows
     process.send_signal(signal.SIGKILL)
     process.wait()
-    rows_before = len(os.listdir(os.path.join(workdir, "matrix", "rows"))) if os.path.isdir(
-        os.path.join(workdir, "matrix", "rows")) else 0
+    rows_before = len(glob.glob(os.path.join(workdir, "matrix", "rows", "*", "*.npz")))
     resumed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     result = np.load(os.path.join(workdir, "matrix", "forgetting.npz"))
@@ -95,3 +91,37 @@ def test_killed_run_resumes_to_the_uninterrupted_matrix(finished, tmp_path):
     np.testing.assert_allclose(result["Z"], reference["Z"], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(result["example_ids"], reference["example_ids"])
     assert rows_before <= len(TASKS)
+
+
+def _transformers_mean_nll(model_dir, examples):
+    """Per-example mean NLL of the scored tokens under transformers' model of `model_dir` (fp32,
+    one example at a time): an independent reference for the rows."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    out = []
+    for ids, mask in (e.pair for e in examples):
+        with torch.no_grad():
+            logits = model(input_ids=torch.as_tensor(ids[None], dtype=torch.long)).logits[0].double()
+        logp = torch.log_softmax(logits[:-1], dim=-1).gather(1, torch.as_tensor(ids[1:, None], dtype=torch.long))
+        scored = torch.as_tensor(mask[1:])
+        out.append(float(-logp[:, 0][scored].mean()))
+    return np.array(out)
+
+
+def test_rows_scored_in_memory_equal_transformers_on_the_exported_model(finished, tmp_path):
+    """Rows are scored from the fine-tuned parameters where they sit (no export and reload); with
+    matrix.keep_models the run also exports them, and transformers' scoring of that export (fp32)
+    gives the same row."""
+    from forgetting_jax.matrix.pipeline import prepare_upstream
+
+    config = micro_config(**{"matrix.keep_models": True})
+    workdir = copy_workspace(finished[0], str(tmp_path / "W"))
+    summary = run_pipeline(config, workdir, tasks=["add"], redo=["add"], analyze=False)
+    assert summary.trained == ["add"]
+    [run_dir] = glob.glob(os.path.join(workdir, "tasks", "add", "*"))
+    examples = prepare_upstream(config, workdir).examples
+    row = np.load(os.path.join(workdir, "matrix", "forgetting.npz"))["ft_nll"][list(TASKS).index("add")]
+    reference = _transformers_mean_nll(os.path.join(run_dir, "model"), examples)
+    np.testing.assert_allclose(row, reference, rtol=2e-5, atol=2e-5)

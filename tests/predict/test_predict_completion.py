@@ -58,12 +58,15 @@ def test_select_test_tasks():
         protocol.select_test_tasks(tasks, ["nope"])
 
 
+@pytest.mark.slow
 def test_batched_protocol_equals_plain_loop():
-    m, n, k = M, N, 25
+    # The shapes of test_completion_reaches_noise_level (test rows, seeds, k), whose compiled als and
+    # knn completions the batched run reuses; two of the test rows have missing entries.
+    m, n, k = M, N, 30
     z = planted.planted_matrix(m, n, kind="forgetting", noise=0.3, seed=3)
-    z[[2, 9], :40] = np.nan  # test rows with missing entries
-    test_idx = np.array([2, 9])
-    kw = dict(test_idx=test_idx, seeds=2, k=k)
+    test_idx = np.arange(0, M, 4)
+    z[test_idx[[1, 2]], :40] = np.nan  # test rows with missing entries
+    kw = dict(test_idx=test_idx, seeds=3, k=k)
     run, _ = _run(z, ["als", "knn"], **kw)
     # The same protocol one pair per compiled call, streamed in column chunks.
     single, _ = _run(z, ["als", "knn"], pair_batch=1, chunk_columns=256, **kw)

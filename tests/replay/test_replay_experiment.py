@@ -1,4 +1,5 @@
-"""`forgetting-jax replay` end to end on a micro demo (3 matrix tasks, 2 test tasks, N = 50): every
+"""`forgetting-jax replay` end to end on the micro demo (tests/micro_demo.py: 3 matrix tasks, 2 test
+tasks, N = 50), on a workspace holding the matrix (its rows reused): every
 strategy runs, held-out examples never enter a batch, results, table, figure and the report
 section are written, and a second run reuses every run."""
 
@@ -11,28 +12,25 @@ import pytest
 
 from forgetting_jax.replay import mixture as mixture_lib
 from forgetting_jax.replay.experiment import run_replay, split_upstream
-from config_files import load_config
+from micro_demo import REPLAY_TEST_TASKS as TEST_TASKS
+from micro_demo import copy_workspace
+from micro_demo import micro_config as micro_demo_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TEST_TASKS = ("divide", "to_hex")
+pytestmark = pytest.mark.slow
+
 STRATEGIES = ("none", "random", "predicted:additive", "ground_truth", "online:additive")
 
 
 def micro_config():
-    config = load_config("demo")
-    config.model.update(dict(hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=2, mlp_dim=128))
-    config.data.tasks = ("add", "uppercase", "parity")
-    config.matrix.num_upstream = 50
-    config.pretrain.update(dict(steps=12, batch_size=4, micro_rows=4, max_examples=400))
-    config.train.update(dict(steps=6, eval_every=3, log_every=3))
-    config.replay.update(dict(test_tasks=TEST_TASKS, strategies=STRATEGIES, ratio=0.25, k=5, num_heldout=15,
-                              online_fraction=0.3))
-    return config
+    """The micro demo (ratio 1/4, k = 5, 15 held-out examples) with every kind of strategy."""
+    return micro_demo_config(**{"replay.strategies": STRATEGIES})
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("replay"))
+def finished(micro_matrix, tmp_path_factory):
+    """run_replay on a copy of the session's micro workspace (its matrix reused), recording every
+    replayed upstream example."""
+    workdir = copy_workspace(micro_matrix[0], str(tmp_path_factory.mktemp("replay") / "W"))
     replayed = []
     step_slots = mixture_lib.MixedBatches.step_slots
 
@@ -65,7 +63,16 @@ def test_every_strategy_runs_and_the_results_are_reported(finished):
     with open(os.path.join(workdir, "report.md")) as f:
         report = f.read()
     assert report.startswith("# Forgetting report") and report.count("## Replay: preventing forgetting") == 1
-    assert "predicted:additive vs random" in report and "replay/replay.png" in report
+    assert "predicted:additive vs random" in report and "](experiments/demo/replay/replay.png)" in report
+    experiment = results["experiment_dir"]  # W/report.md and W/replay/ are copies of the experiment's own
+    assert experiment == os.path.join(workdir, "experiments", "demo")
+    with open(os.path.join(experiment, "report.md")) as f:
+        own = f.read()
+    assert own.count("## Replay: preventing forgetting") == 1 and "](replay/replay.png)" in own
+    for name in ("results.json", "table.md", "replay.png"):
+        with open(os.path.join(experiment, "replay", name), "rb") as a:
+            with open(os.path.join(workdir, "replay", name), "rb") as b:
+                assert a.read() == b.read()
 
 
 def test_replay_runs_are_fingerprinted_runs_and_never_replay_the_heldout_set(finished):
@@ -82,7 +89,7 @@ def test_replay_runs_are_fingerprinted_runs_and_never_replay_the_heldout_set(fin
         record = json.load(f)
     assert record["steps"] == 8 and record["inputs"]["mixture"]["ratio"] == "1/4"
 
-    base_nll = np.load(os.path.join(workdir, "matrix", "base_nll.npz"))["nll"]
+    base_nll = np.load(os.path.join(workdir, "matrix", "forgetting.npz"))["base_nll"]
     heldout, pool = split_upstream(base_nll, 15, 0)
     assert len(replayed) == 2 * 4 * 12  # 2 tasks x 4 replay strategies x 12 slots
     assert not set(replayed) & set(heldout.tolist()) and pool[replayed].all()

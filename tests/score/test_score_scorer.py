@@ -53,6 +53,7 @@ def naive_nll(params, ids, mask, padded_length=64):
     return float(-(token_logp * mask[1:]).sum() / mask[1:].sum()), int(mask[1:].sum())
 
 
+@pytest.mark.slow  # the one-example reference compiles its own forward pass (~15 s on 2 cores)
 def test_matches_one_at_a_time_reference(params):
     examples = random_examples(0, 23)
     scorer = Scorer(CONFIG, params)

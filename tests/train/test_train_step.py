@@ -75,6 +75,7 @@ def test_mesh_shape_fills_one_axis():
         mesh_shape({"data": 3}, 8)
 
 
+@pytest.mark.slow
 def test_sharded_run_matches_one_device_and_checkpoint_moves_between_meshes(tmp_path):
     examples = make_examples(10)
     batch = as_batch(examples, [[i] for i in range(10)])

@@ -1,5 +1,6 @@
 """Fine-tuning P tasks at once (matrix.parallel_tasks) gives the runs, fingerprints and matrix of
-one-at-a-time runs, up to float tolerance; on a task mesh of two sub-meshes too."""
+one-at-a-time runs, up to float tolerance; on a task mesh of two sub-meshes too. On the micro demo
+(tests/micro_demo.py)."""
 
 import os
 import shutil
@@ -12,31 +13,19 @@ from forgetting_jax.matrix.pipeline import run_pipeline
 from forgetting_jax.train import multitask
 from forgetting_jax.train.checkpoints import read_fingerprint
 from forgetting_jax.train.metrics import read_metrics
-from config_files import load_config
-
-TASKS = ("add", "uppercase", "parity")
-OVERRIDES = {
-    "matrix.num_upstream": 40, "model.hidden_size": 64, "model.num_layers": 1, "model.num_heads": 2,
-    "model.num_kv_heads": 2, "model.mlp_dim": 128, "model.dtype": "float32", "pretrain.steps": 10,
-    "pretrain.batch_size": 4, "pretrain.micro_rows": 4, "pretrain.max_examples": 200, "train.steps": 6,
-    "train.eval_every": 3, "train.log_every": 3,
-}
-
-
-def micro_config(**changes):
-    config = load_config("demo")
-    config.data.tasks = TASKS
-    for key, value in {**OVERRIDES, **changes}.items():
-        section, field = key.split(".")
-        config[section][field] = value
-    return config
+from micro_demo import TASKS, micro_config
 
 
 def seed_workdir(reference: str, workdir: str) -> None:
     """A new workspace that shares the reference's base model and base scores (not its runs)."""
     shutil.copytree(os.path.join(reference, "base"), os.path.join(workdir, "base"))
     os.makedirs(os.path.join(workdir, "matrix"))
-    shutil.copy(os.path.join(reference, "matrix", "base_nll.npz"), os.path.join(workdir, "matrix"))
+    for name in ("base_nll", "base_nll.npz"):  # base_nll/<fp>.npz; base_nll.npz in the earlier layout
+        path = os.path.join(reference, "matrix", name)
+        if os.path.isdir(path):
+            shutil.copytree(path, os.path.join(workdir, "matrix", name))
+        elif os.path.isfile(path):
+            shutil.copy(path, os.path.join(workdir, "matrix"))
 
 
 def task_runs(workdir):
@@ -45,12 +34,11 @@ def task_runs(workdir):
 
 
 @pytest.fixture(scope="module")
-def one_at_a_time(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("sequential"))
-    run_pipeline(micro_config(), workdir, analyze=False)
-    return workdir
+def one_at_a_time(micro_matrix):
+    return micro_matrix[0]  # the micro demo's matrix, its tasks fine-tuned one at a time
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("submeshes,interrupted", [(1, False), (2, True)])
 def test_parallel_tasks_match_one_at_a_time(one_at_a_time, tmp_path, monkeypatch, submeshes, interrupted):
     """Two tasks at once on one device (vmapped), and on two sub-meshes of one device each; the

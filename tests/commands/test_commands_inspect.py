@@ -9,13 +9,13 @@ from absl import logging as absl_logging
 
 from forgetting_jax import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "data")
 TOKENIZER = os.path.join(ROOT, "forgetting_jax", "resources", "demo_tokenizer")
 
 
 def setup_module():
-    # absl's handler holds the stderr of when absl was imported (pytest's capture); see test_train_commands.
+    # absl's handler holds the stderr of when absl was imported (pytest's capture); see test_commands_train.
     absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 

@@ -11,7 +11,7 @@ from forgetting_jax.train.mesh import make_mesh
 from tiny_hf import make_tiny_model
 from config_files import load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.py")
 
 # The demo config shrunk to the architecture of tiny_hf's llama (vocab of the demo tokenizer).

@@ -1,8 +1,8 @@
-"""One process of the multi-process test (test_scale_multiprocess.py): scores examples and runs
+"""One process of the multi-process test (test_train_distributed.py): scores examples and runs
 train steps on a mesh over every device of every process, saves and restores the parameters
 with orbax, and (process 0) writes what it computed to --out.
 
-  python scale_worker.py --out=R.npz --checkpoint=DIR [--num_processes=2 --process_id=i --port=P]
+  python distributed_worker.py --out=R.npz --checkpoint=DIR [--num_processes=2 --process_id=i --port=P]
 
 The caller sets JAX_PLATFORMS=cpu and the local device count (XLA_FLAGS).
 """

@@ -11,7 +11,7 @@ import pytest
 
 from forgetting_jax.train import distributed
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale_worker.py")
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
 
 
 def free_port() -> int:
@@ -46,6 +46,8 @@ def finish(procs, timeout=150):
     return logs
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_match_one(tmp_path):
     two, two_procs = launch(tmp_path, "two", 2, 2, free_port())
     one, one_procs = launch(tmp_path, "one", 1, 4)

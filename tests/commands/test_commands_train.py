@@ -37,6 +37,7 @@ def printed_dir(capsys):
     return capsys.readouterr().out.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_pretrain_then_finetune_on_the_demo_config(tmp_path, capsys):
     workdir = str(tmp_path / "w")
     assert run_cli("pretrain", *TINY, f"--workdir={workdir}") == 0
@@ -81,7 +82,7 @@ def test_a_config_that_imports_its_base_needs_hf_dir(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["demo", "olmo_1b_dolma_flan", "olmo_7b_dolma_flan", "olmo_7b_instruct_tulu",
                                   "pythia_1b_pile", "single_gpu_debug"])
 def test_configs_load_and_keep_the_paper_recipe(name):
-    from forgetting_jax.train.loop import step_settings
+    from forgetting_jax.train.recipe import step_settings
     from forgetting_jax.train.mesh import make_mesh
 
     config = load_config(name)

@@ -9,7 +9,8 @@ import pytest
 
 from forgetting_jax.models.loading import load_model
 from forgetting_jax.score.scorer import Scorer
-from forgetting_jax.train.loop import base_model, finetune, plan_finetune
+from forgetting_jax.train.base import base_model
+from forgetting_jax.train.finetune import finetune, plan_finetune
 from forgetting_jax.train.metrics import read_metrics
 from train_helpers import demo_config, make_hf_base, one_device
 
@@ -109,6 +110,7 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+@pytest.mark.slow
 def test_lora_trains_adapters_and_exports_the_merged_model(finished, hf_base):
     _, workdir, full = finished
     config = demo_config(**{"model.base": "hf", "model.hf_dir": hf_base, "train.method": "lora",

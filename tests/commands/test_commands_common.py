@@ -1,4 +1,4 @@
-"""Comma lists on the command line: --config.data.tasks=a,b,c is the tasks a, b, c."""
+"""Comma lists on the command line (commands/common.py): --config.data.tasks=a,b,c is the tasks a, b, c."""
 
 import os
 import sys
@@ -10,7 +10,8 @@ from ml_collections import ConfigDict
 from forgetting_jax.commands.common import define_experiment_flags, split_config_lists
 from forgetting_jax.train.settings import default_config, split_comma_lists
 
-DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO = os.path.join(ROOT, "configs", "demo.py")
 
 
 def test_split_comma_lists_every_list_field():

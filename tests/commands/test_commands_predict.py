@@ -1,4 +1,5 @@
-"""`forgetting-jax predict` end to end, and its errors on bad input."""
+"""`forgetting-jax predict` end to end (a fresh process, as users run it), and its errors on bad
+input (in this process: the same command, its exit status and stderr)."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from forgetting_jax import cli
 from forgetting_jax.analysis import planted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -17,6 +19,16 @@ def _predict(*args):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "forgetting_jax", "predict", *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)
+
+
+def _predict_here(capsys, *args):
+    """(exit status, stderr) of `forgetting-jax predict` run in this process."""
+    code = 0
+    try:
+        cli.run(["forgetting-jax", "predict", *args])
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +42,7 @@ def matrix(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 def test_predict_writes_contract(matrix, tmp_path):
     out = tmp_path / "r.json"
     proc = _predict(f"--matrix={matrix}", "--test_tasks=task1,task5", "--k=20", "--seeds=2",
@@ -53,10 +66,10 @@ def test_predict_writes_contract(matrix, tmp_path):
                                         "'task3'"),
     (["--test_fraction=0.3", "--methods=additive,magic"], "unknown method 'magic'"),
 ])
-def test_predict_bad_input(matrix, tmp_path, args, message):
+def test_predict_bad_input(matrix, tmp_path, capsys, args, message):
     out = tmp_path / "r.json"
     if not any(a.startswith("--matrix") for a in args):
         args = [f"--matrix={matrix}"] + args
-    proc = _predict(*args, f"--output={out}")
-    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    code, err = _predict_here(capsys, *args, f"--output={out}")
+    assert code != 0 and message in err, err
     assert not out.exists() and not list(tmp_path.iterdir())

@@ -1,0 +1,437 @@
+"""The sections of an experiment config: one frozen dataclass each, with the rules of every field
+(allowed values, ranges) and the paper's recipe as the defaults. See the package docstring."""
+
+import dataclasses
+import types
+import typing
+from typing import Any, Callable, Optional
+
+from forgetting_jax.models import config as model_config
+from forgetting_jax.models.config import ATTENTION_IMPLS, DTYPES, FAMILIES
+from forgetting_jax.models.decoder import REMAT_POLICIES as _REMAT_POLICIES
+from forgetting_jax.train.distributed import MODES
+from forgetting_jax.train.inputs import TASK_READERS
+from forgetting_jax.train.lora import TARGETS
+
+# The 24 demo tasks the demo experiment fine-tunes on (of the suite's 33; `data.demo.tasks`).
+DEMO_TASKS = (
+    "add", "subtract", "multiply", "remainder", "parity", "digit_sum", "reverse_word", "uppercase",
+    "sort_letters", "count_letter", "acronym", "remove_vowels", "word_count", "shift_letters", "to_binary",
+    "roman", "number_words", "date_format", "snake_to_camel", "kv_to_json", "sort_numbers", "capital",
+    "antonym", "docstring_function",
+)
+
+# Allowed values of the enumerated fields, besides those imported above from the modules that
+# read them (FAMILIES, DTYPES, ATTENTION_IMPLS, MODES, TASK_READERS, TARGETS).
+BASES = ("hf", "pretrain")  # train/base.py base_model
+HF_FINGERPRINTS = ("auto", "content", "metadata")  # train/base.py _hf_identity
+REMAT_POLICIES = tuple(_REMAT_POLICIES)  # none, full, dots, dots_no_batch
+DATA_SOURCES = ("demo", "files")  # train/inputs.py task_examples
+METHODS = ("full", "lora")  # train/recipe.py step_settings
+BATCHINGS = ("examples", "rows")  # train/batches.py
+EXPORT_DTYPES = ("",) + DTYPES  # "": the run's param_dtype
+# matrix/pipeline.py load_upstream: demo, lm, chat or a reader of data.sources.READERS (not
+# imported here: it loads the data readers; tests/test_experiment_config.py checks the list)
+UPSTREAM_KINDS = ("demo", "lm", "chat", "upstream", "tulu", "dolly", "flan", "mmlu", "bbh", "truthfulqa")
+CPU_COLLECTIVES = ("", "gloo", "mpi")  # "": jax's default
+
+
+class ConfigError(model_config.ConfigError):
+    """An experiment config with a field the schema does not allow (the message names the field)."""
+
+
+# Field declarations ----------------------------------------------------------------------------
+
+def _field(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
+           choices: tuple | None = None, at_least: float | None = None, above: float | None = None,
+           at_most: float | None = None, below: float | None = None,
+           check: Callable[[Any], str | None] | None = None, placeholders: dict | None = None) -> Any:
+    """A dataclass field with its validation rules in the metadata (see `_check`).
+
+    choices: the allowed values (of each item, for a tuple field); at_least / at_most: inclusive
+    bounds, above / below: exclusive ones; check: value -> what is wrong with it, or None;
+    placeholders: {key: type} of a dict field's keys that are unset (None) by default.
+    """
+    rules = {k: v for k, v in dict(choices=choices, at_least=at_least, above=above, at_most=at_most,
+                                   below=below, check=check, placeholders=placeholders).items() if v is not None}
+    return dataclasses.field(default=default, default_factory=factory, metadata=rules)
+
+
+def _dimension(default: int) -> Any:
+    """A model dimension: a positive int."""
+    return _field(default, at_least=1)
+
+
+def _like(cls: type, name: str, default: Any) -> Any:
+    """Field `name` of `cls` (its rules) with another default."""
+    return dataclasses.field(default=default, metadata=cls.__dataclass_fields__[name].metadata)
+
+
+def _fill_or_positive(value: int) -> str | None:
+    return None if value == -1 or value >= 1 else "must be -1 or at least 1"
+
+
+def _upstream_kwargs(value: dict) -> str | None:
+    from forgetting_jax.data.sources_text import DUPLICATES
+
+    duplicates = value.get("duplicates")
+    if duplicates is not None and duplicates not in DUPLICATES:
+        return f"has duplicates={duplicates!r}, not one of {', '.join(DUPLICATES)}"
+    return None
+
+
+def _strategies(value: tuple) -> str | None:
+    from forgetting_jax.replay.strategies import parse_strategy
+
+    for name in value:
+        try:
+            parse_strategy(name)
+        except ValueError as err:
+            return f"has {name!r}: {err}"
+    return None
+
+
+# Sections --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """config.model: the base model; the architecture of one pre-trained from scratch; compute settings.
+
+    base            hf: the base is hf_dir, imported; pretrain: the base is pre-trained on
+                    pretrain.corpus, from hf_dir's weights when set, else from random weights in
+                    the architecture below
+    hf_dir          a Hugging Face model directory (config.json, safetensors, tokenizer)
+    tokenizer       tokenizer directory (None: hf_dir's, else the demo tokenizer)
+    hf_fingerprint  how an imported base is identified: content (hash every byte), metadata
+                    (config.json + names, sizes and mtimes of weight files) or auto (content below
+                    2 GiB)
+    family, vocab_size (0: the tokenizer's), hidden_size, num_layers, num_heads, num_kv_heads,
+    head_dim, mlp_dim, max_position_embeddings, rope_theta, tie_embeddings, norm_eps
+                    the architecture of a model pre-trained from scratch (ignored with hf_dir)
+    param_dtype     master weights and optimizer state (float32)
+    dtype           compute dtype of matrix products (bfloat16)
+    remat_policy    none | full | dots | dots_no_batch (activation checkpointing per layer)
+    scan_layers     True: one compiled layer body scanned over depth; False: the layers unrolled;
+                    None: by backend (`scan_unroll`: unrolled on GPUs, scanned elsewhere)
+    logits_chunks   token chunks of the vocabulary projection
+    attention_impl  auto | xla | cudnn (models/attention.py; auto: cuDNN on GPUs where it applies)
+    """
+
+    hf_dir: Optional[str] = None
+    base: str = _field("hf", choices=BASES)
+    tokenizer: Optional[str] = None
+    hf_fingerprint: str = _field("auto", choices=HF_FINGERPRINTS)
+    family: str = _field("llama", choices=FAMILIES)
+    vocab_size: int = _field(0, at_least=0)
+    hidden_size: int = _dimension(128)
+    num_layers: int = _dimension(2)
+    num_heads: int = _dimension(4)
+    num_kv_heads: int = _dimension(4)
+    head_dim: int = _dimension(32)
+    mlp_dim: int = _dimension(512)
+    max_position_embeddings: int = _dimension(4096)
+    rope_theta: float = _field(10000.0, above=0)
+    tie_embeddings: bool = False
+    norm_eps: float = _field(1e-6, above=0)
+    param_dtype: str = _field("float32", choices=DTYPES)
+    dtype: str = _field("bfloat16", choices=DTYPES)
+    remat_policy: str = _field("none", choices=REMAT_POLICIES)
+    scan_layers: Optional[bool] = None
+    logits_chunks: int = _field(4, at_least=1)
+    attention_impl: str = _field("auto", choices=ATTENTION_IMPLS)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSettings:
+    """config.mesh: the device mesh (train/mesh.py).
+
+    data, fsdp, tensor  axis sizes; -1 fills the devices the others leave (one axis at most)
+    num_devices         use the first N devices (-1: all)
+    """
+
+    data: int = _field(-1, check=_fill_or_positive)
+    fsdp: int = _field(1, check=_fill_or_positive)
+    tensor: int = _field(1, check=_fill_or_positive)
+    num_devices: int = _field(-1, check=_fill_or_positive)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """config.data: the tasks of the experiment and their examples (train/inputs.py).
+
+    source               demo (the bundled task suite) | files
+    tasks                the task names of the experiment (the pipeline fine-tunes each; empty:
+                         every task found)
+    reader               how task files are read: flan, tulu, dolly, mmlu, bbh, truthfulqa, chat
+    train_path           the task file(s); "{task}" in the path: one file per task
+    validation_path      validation file(s) (empty: split from the training records)
+    validation_fraction  the share of the records split off for validation
+    max_validation       validation examples per task at most (0: no limit)
+    max_train            training examples per task at most (0: all)
+    reader_kwargs        options of the reader (those it takes)
+    skip_bad             skip malformed records (counted) instead of failing
+    seed                 the validation split and subsamples
+    max_length           tokens kept per example (the last ones)
+    """
+
+    source: str = _field("demo", choices=DATA_SOURCES)
+    tasks: tuple[str, ...] = ()
+    reader: str = _field("flan", choices=TASK_READERS)
+    train_path: str = ""
+    validation_path: str = ""
+    validation_fraction: float = _field(0.1, at_least=0, below=1)
+    max_validation: int = _field(200, at_least=0)
+    max_train: int = _field(0, at_least=0)
+    reader_kwargs: dict = _field(factory=dict)
+    skip_bad: bool = False
+    seed: int = 0
+    max_length: int = _field(1024, at_least=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainLoraSettings:
+    """config.train.lora: LoRA adapters (train.method=lora; train/lora.py).
+
+    rank, alpha     adapter rank and scale (alpha / rank)
+    dropout         dropout on the adapters' input
+    lr              peak learning rate of LoRA training
+    targets         the projections adapted: q, k, v, o, gate, up, down
+    """
+
+    rank: int = _field(64, at_least=1)
+    alpha: float = _field(16.0, above=0)
+    dropout: float = _field(0.1, at_least=0, below=1)
+    lr: float = _field(1e-4, at_least=0)
+    targets: tuple[str, ...] = _field(TARGETS, choices=TARGETS)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """config.train: fine-tuning (the paper's fine-tuning recipe); also the fields of pretrain.
+
+    method          full | lora
+    lr              peak learning rate of full fine-tuning (LoRA uses lora.lr)
+    steps           optimizer steps
+    warmup_steps    linear warm-up, then linear decay to 0 at `steps`
+    batch_size      examples per step (batching=examples) or packed rows per step (batching=rows)
+    batching        examples | rows  (see train/batches.py)
+    row_length      tokens per packed row (at least data.max_length for examples batching)
+    max_segments    examples per packed row at most
+    micro_rows      rows per micro-batch (gradient accumulation unit), rounded up to a multiple of
+                    the mesh's data x fsdp size
+    grad_clip, weight_decay, b1, b2, eps   AdamW and clipping
+    seed            data order and LoRA dropout
+    eval_every      validation every N steps (and at the last step); 0: never. The step with the
+                    lowest validation loss is the run's result (as in the paper)
+    eval_rows       rows per validation batch
+    save_every      also checkpoint every N steps between validations (0: only at validations)
+    keep_checkpoints  keep the orbax training checkpoints of a finished run (else only its model)
+    export_dtype    dtype of the exported model's weights (empty: param_dtype)
+    log_every       log line every N steps
+    peak_flops      peak FLOP/s per device for the MFU estimate (0: from the device kind)
+    lora            TrainLoraSettings: rank, alpha, dropout, lr, targets
+    """
+
+    method: str = _field("full", choices=METHODS)
+    lr: float = _field(2e-6, at_least=0)
+    steps: int = _field(1000, at_least=1)
+    warmup_steps: int = _field(10, at_least=0)
+    batch_size: int = _field(8, at_least=1)
+    batching: str = _field("examples", choices=BATCHINGS)
+    row_length: int = _field(1024, at_least=1)
+    max_segments: int = _field(64, at_least=1)
+    micro_rows: int = _field(1, at_least=1)
+    grad_clip: float = _field(1.0, at_least=0)
+    weight_decay: float = _field(0.0, at_least=0)
+    b1: float = _field(0.9, at_least=0, below=1)
+    b2: float = _field(0.999, at_least=0, below=1)
+    eps: float = _field(1e-8, at_least=0)
+    seed: int = 0
+    eval_every: int = _field(100, at_least=0)
+    eval_rows: int = _field(8, at_least=1)
+    save_every: int = _field(0, at_least=0)
+    keep_checkpoints: bool = False
+    export_dtype: str = _field("", choices=EXPORT_DTYPES)
+    log_every: int = _field(10, at_least=1)
+    peak_flops: float = _field(0.0, at_least=0)
+    lora: TrainLoraSettings = _field(factory=TrainLoraSettings)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainSettings(TrainSettings):
+    """config.pretrain: pre-training (`forgetting-jax pretrain`; method full only). Every field of
+    TrainSettings, with the defaults of pre-training a small model on packed rows (lr 1e-3, 100
+    warm-up steps, batching rows, 8 rows per step in one micro-batch, weight decay 0.01, no
+    validation), and:
+
+    corpus               the language-model text files to pre-train on (None: the bundled corpus)
+    max_examples         corpus examples (chunks) at most (0: all)
+    validation_fraction  the share of the corpus held out for validation
+    max_validation       validation examples at most (0: no limit)
+    """
+
+    lr: float = _like(TrainSettings, "lr", 1e-3)
+    warmup_steps: int = _like(TrainSettings, "warmup_steps", 100)
+    batching: str = _like(TrainSettings, "batching", "rows")
+    micro_rows: int = _like(TrainSettings, "micro_rows", 8)
+    weight_decay: float = _like(TrainSettings, "weight_decay", 0.01)
+    eval_every: int = _like(TrainSettings, "eval_every", 0)
+    method: str = _field("full", choices=("full",))
+    corpus: Optional[str] = None
+    max_examples: int = _field(0, at_least=0)
+    validation_fraction: float = _field(0.0, at_least=0, below=1)
+    max_validation: int = _field(200, at_least=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixSettings:
+    """config.matrix: which upstream examples, how they are scored (matrix/pipeline.py).
+
+    upstream          demo: chunks of the bundled corpus; lm: language-model text files (Dolma
+                      style, chunked to max_length); chat: {id, messages} files; or a source
+                      reader of `data.sources.READERS` (upstream, tulu, dolly, flan, mmlu, bbh,
+                      truthfulqa)
+    upstream_path     the file (or `datasets` name) for every upstream kind but demo
+    upstream_kwargs   options of the upstream reader (those it takes; unset ones are left to the
+                      reader): duplicates ("error", the reader's default, or "skip": skip and count
+                      repeated document ids), source_field (a dotted field path, e.g.
+                      "meta.pile_set_name"), qualify_ids (prefix document ids with their source;
+                      default: Dolma-layout rows only)
+    num_upstream      N: upstream examples kept (a seeded subsample with stable ids; 0: all)
+    seed              the subsample's seed
+    max_length        tokens kept per upstream example
+    dtype             scoring dtype (float32 or bfloat16; float16 is read too)
+    tokens_per_batch  token slots per compiled scoring call
+    keep_models       also export each task's fine-tuned model (W/tasks/<task>/<fp>/model/); rows are scored
+                      from the parameters in memory either way
+    max_rank          largest rank of the SVD fits in the report
+    parallel_tasks    P: tasks fine-tuned at once in one compiled step (train/multitask.py); 1: one
+                      task at a time
+    task_submeshes    T: with P > 1, the devices split into T sub-meshes (a `task` mesh axis), P / T
+                      tasks on each; 1: all P tasks on every device
+    """
+
+    upstream: str = _field("demo", choices=UPSTREAM_KINDS)
+    upstream_path: str = ""
+    upstream_kwargs: dict = _field(
+        factory=lambda: dict(duplicates=None, source_field=None, qualify_ids=None), check=_upstream_kwargs,
+        placeholders=dict(duplicates=str, source_field=str, qualify_ids=bool))
+    num_upstream: int = _field(2000, at_least=0)
+    seed: int = 0
+    max_length: int = _field(1024, at_least=1)
+    dtype: str = _field("float32", choices=DTYPES)
+    tokens_per_batch: int = _field(16384, at_least=1)
+    keep_models: bool = False
+    max_rank: int = _field(10, at_least=1)
+    parallel_tasks: int = _field(1, at_least=1)
+    task_submeshes: int = _field(1, at_least=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplaySettings:
+    """config.replay: the replay experiment of `forgetting-jax replay` (replay/experiment.py).
+
+    test_tasks      the new tasks fine-tuned with replay; none of them may be a row of the matrix
+                    (data.tasks), whose rows train the prediction
+    strategies      which upstream examples to replay (replay/strategies.py):
+                      none              plain fine-tuning (no replay)
+                      random            uniform over the replay pool
+                      predicted:METHOD  softmax(predicted forgetting / T), the row completed by
+                                        METHOD (additive, multiplicative, als, knn) from k observed
+                                        entries of the task's true row
+                      ground_truth      softmax(true forgetting / T): the oracle
+                      online:METHOD     random replay for the first `online_fraction` of the steps,
+                                        then k pool examples are scored with the model of that
+                                        step, the row completed and replayed by prediction
+                      top:STRATEGY      the STRATEGY's highest-scored examples in order (no
+                                        sampling), e.g. top:predicted:additive, top:ground_truth
+    ratio           r: one upstream example per 1/r task examples; the run's steps are scaled by
+                    (1 + r) so it sees the same task examples as a run without replay (the paper:
+                    1/32 for base models, 1/8 for instruct models)
+    temperature     T of softmax(score / T)
+    k               observed entries of a new task's row for the prediction
+    num_heldout     upstream examples set aside (seeded): never replayed, they measure forgetting
+    online_fraction the share of the steps an online run replays at random before it predicts
+    seed            the held-out split, observed entries and replay order
+    rank, reg       settings of the completion methods (predict.methods.CompletionConfig)
+    confidence      level of the confidence intervals in the report
+    """
+
+    test_tasks: tuple[str, ...] = ()
+    strategies: tuple[str, ...] = _field(("none", "random", "predicted:additive", "predicted:knn", "ground_truth"),
+                                         check=_strategies)
+    ratio: float = _field(1 / 32, above=0)
+    temperature: float = _field(0.1, above=0)
+    k: int = _field(30, at_least=1)
+    num_heldout: int = _field(1000, at_least=0)
+    online_fraction: float = _field(0.1, at_least=0, at_most=1)
+    seed: int = 0
+    rank: int = _field(5, at_least=1)
+    reg: float = _field(1.0, at_least=0)
+    confidence: float = _field(0.95, above=0, below=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedSettings:
+    """config.distributed: joining the processes of a multi-host run (train/distributed.py);
+    environment variables fill what the config leaves unset.
+
+    mode                 auto: initialize when a coordinator is given or a cluster is detected (a
+                         TPU VM; a Slurm step of several tasks; Open MPI with several ranks); on:
+                         always (jax detects TPU, Slurm or Open MPI); off: never. FJ_DISTRIBUTED
+    coordinator_address  host:port of process 0 (GPU clusters without Slurm): JAX_COORDINATOR_ADDRESS
+    num_processes        JAX_NUM_PROCESSES (0: detect)
+    process_id           JAX_PROCESS_ID (-1: detect)
+    local_device_ids     "0,1,..." devices this process drives: JAX_LOCAL_DEVICE_IDS (empty: jax's
+                         default: all local devices, one per process under Slurm)
+    initialization_timeout  seconds to wait for every process
+    cpu_collectives      gloo | mpi: collectives between processes on the CPU backend
+    """
+
+    mode: str = _field("auto", choices=MODES)
+    coordinator_address: str = ""
+    num_processes: int = _field(0, at_least=0)
+    process_id: int = _field(-1, at_least=-1)
+    local_device_ids: str = ""
+    initialization_timeout: int = _field(300, at_least=1)
+    cpu_collectives: str = _field("gloo", choices=CPU_COLLECTIVES)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSettings:
+    """config.runtime: process settings of every experiment command (train/distributed.py).
+
+    compilation_cache    auto (W/.jax_cache on GPU and TPU, off on CPU) | on | off | a directory
+                         (FJ_COMPILATION_CACHE)
+    cache_min_compile_seconds  only programs that took longer to compile are cached
+    xla_flags            extra XLA flags, e.g. GPU scheduling flags (see launch/)
+    """
+
+    compilation_cache: str = _field("auto", check=lambda v: None if v.strip() else "must be auto, on, off or a directory")
+    cache_min_compile_seconds: float = _field(1.0, at_least=0)
+    xla_flags: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A whole experiment: its name and every section (see the module docstring)."""
+
+    name: str = "default"
+    model: ModelSettings = _field(factory=ModelSettings)
+    mesh: MeshSettings = _field(factory=MeshSettings)
+    data: DataSettings = _field(factory=DataSettings)
+    matrix: MatrixSettings = _field(factory=MatrixSettings)
+    train: TrainSettings = _field(factory=TrainSettings)
+    pretrain: PretrainSettings = _field(factory=PretrainSettings)
+    replay: ReplaySettings = _field(factory=ReplaySettings)
+    distributed: DistributedSettings = _field(factory=DistributedSettings)
+    runtime: RuntimeSettings = _field(factory=RuntimeSettings)
+
+
+def optional_type(tp: Any) -> tuple[Any, bool]:
+    """(T, True) for Optional[T] / T | None, else (tp, False)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
