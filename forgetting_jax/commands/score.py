@@ -38,7 +38,7 @@ def main(argv):
     if not _OUTPUT.value.endswith(".npz"):
         fail("score", f"--output={_OUTPUT.value}: the output must be a .npz file", 2)
     setup_logging()
-    from forgetting_jax.train.distributed import setup_process
+    from forgetting_jax.train.distributed import is_main, setup_process
 
     setup_process()  # joins a multi-process run configured by the environment (JAX_COORDINATOR_ADDRESS, ...)
     from forgetting_jax.data.errors import DataError
@@ -84,7 +84,7 @@ def main(argv):
     empty = int((num_tokens == 0).sum())
     if empty:
         log.warning("%d examples have no scored token; their nll is NaN", empty)
-    if jax.process_index() == 0:
+    if is_main():
         write_npz(_OUTPUT.value, example_id=np.asarray(ids, dtype=str), nll=nll, num_tokens=num_tokens)
     log.info("wrote %s: %d examples, mean nll %.4f; %.0f real tokens/s, %.0f%% of %d x %d slots real, %.1fs",
              _OUTPUT.value, len(ids), float(np.nanmean(nll)), stats.tokens_per_second, 100 * stats.real_fraction,

@@ -29,6 +29,7 @@ import re
 
 from forgetting_jax.utils.fingerprint import fingerprint, task_filename
 from forgetting_jax.utils.io import copy_file, move_aside, write_json, write_text
+from forgetting_jax.train.distributed import is_main
 
 log = logging.getLogger("forgetting_jax.run")
 
@@ -71,7 +72,7 @@ def _stored_fingerprint(directory: str) -> str | None:
         with open(path, encoding="utf-8") as f:
             return str(json.load(f)["fingerprint"])
     except (OSError, ValueError, KeyError, TypeError) as err:
-        if _is_main():
+        if is_main():
             move_aside(path, f"cannot be read: {type(err).__name__}: {err}", log)
         return None
 
@@ -94,7 +95,7 @@ def resolve_experiment(workdir: str, config_name: str, fp: str) -> Experiment:
 def record_experiment(experiment: Experiment, config_name: str, row_fingerprints: dict[str, str],
                       base_scores_fingerprint: str) -> None:
     """Writes experiment.json (process 0): what the experiment's fingerprint covers."""
-    if _is_main():
+    if is_main():
         write_json(os.path.join(experiment.directory, EXPERIMENT_FILE),
                    {"name": config_name, "fingerprint": experiment.fingerprint,
                     "base_scores": base_scores_fingerprint, "rows": dict(row_fingerprints)})
@@ -103,7 +104,7 @@ def record_experiment(experiment: Experiment, config_name: str, row_fingerprints
 def publish_matrix(experiment: Experiment, workdir: str) -> str:
     """Copies the experiment's matrix to W/matrix/forgetting.npz (process 0); returns that path."""
     path = os.path.join(workdir, "matrix", "forgetting.npz")
-    if _is_main():
+    if is_main():
         copy_file(experiment.matrix_path, path)
     return path
 
@@ -122,7 +123,7 @@ def publish_report(report_path: str, workdir: str) -> str | None:
     if not os.path.isfile(report_path):
         return None
     path = os.path.join(workdir, "report.md")
-    if _is_main():
+    if is_main():
         with open(report_path, encoding="utf-8") as f:
             text = relocate_links(f.read(), os.path.relpath(os.path.dirname(report_path), workdir))
         write_text(path, text)
@@ -131,11 +132,5 @@ def publish_report(report_path: str, workdir: str) -> str | None:
 
 def publish_file(src: str, dst: str) -> None:
     """Copies one of the experiment's files to its most-recent place in W (process 0)."""
-    if _is_main():
+    if is_main():
         copy_file(src, dst)
-
-
-def _is_main() -> bool:
-    import jax
-
-    return jax.process_index() == 0

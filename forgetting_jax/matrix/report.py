@@ -89,6 +89,7 @@ def write_report(directory: str, matrix_path: str, name: str, max_rank: int, wor
 
     Reused as they are when the matrix file and the analysis settings are those they were made from.
     """
+    from forgetting_jax.analysis.matrix_file import read_matrix_file
     from forgetting_jax.analysis.report import analyze_matrix
 
     analysis_dir = os.path.join(directory, "analysis")
@@ -101,11 +102,10 @@ def write_report(directory: str, matrix_path: str, name: str, max_rank: int, wor
                 with open(os.path.join(analysis_dir, "fits.json"), encoding="utf-8") as g:
                     return path, json.load(g)
     analysis = analyze_matrix(matrix_path, analysis_dir, max_rank=int(max_rank))
-    with np.load(matrix_path) as data:
-        z, tasks = data["Z"], [str(t) for t in data["tasks"]]
-        ids, sources = [str(i) for i in data["example_ids"]], [str(s) for s in data["example_sources"]]
-    text = render_report(name, os.path.relpath(matrix_path, workdir or directory), analysis, z, tasks,
-                         ids, sources, "analysis")
+    data = read_matrix_file(matrix_path)
+    ids = data["example_ids"]
+    text = render_report(name, os.path.relpath(matrix_path, workdir or directory), analysis, data["Z"],
+                         data["tasks"], ids, data.get("example_sources", [""] * len(ids)), "analysis")
     write_text(path, text)
     write_json(stamp_path, stamp)
     return path, analysis

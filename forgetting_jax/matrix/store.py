@@ -24,11 +24,11 @@ import logging
 import os
 from typing import Sequence
 
-import jax
 import numpy as np
 
 from forgetting_jax.utils.fingerprint import task_filename  # noqa: F401 (re-exported)
 from forgetting_jax.utils.io import move_aside, write_npz
+from forgetting_jax.train.distributed import is_main
 
 log = logging.getLogger("forgetting_jax.matrix")
 
@@ -85,7 +85,7 @@ def read_checked(path: str, expected_fingerprint: str | None, arrays: dict, n: i
 
 
 def _damaged(path: str, reason: str) -> None:
-    if jax.process_index() == 0:
+    if is_main():
         move_aside(path, reason, log)
     else:
         log.warning("%s is damaged (%s); process 0 moves it aside and recomputes it", path, reason)
@@ -100,10 +100,6 @@ class MatrixStore:
         self.legacy_base_path = os.path.join(root, "base_nll.npz")
         self.rows_dir = os.path.join(root, "rows")
         self.matrix_path = os.path.join(root, "forgetting.npz")
-
-    @staticmethod
-    def _writer() -> bool:
-        return jax.process_index() == 0
 
     def base_path(self, fp: str) -> str:
         """base_nll/<fp>.npz: the base scores of fingerprint `fp`."""
@@ -130,7 +126,7 @@ class MatrixStore:
 
     def write_base(self, fp: str, example_ids: Sequence[str], nll: np.ndarray, num_tokens: np.ndarray) -> None:
         """Writes base scores example_id [N], nll [N], num_tokens [N] under fingerprint `fp`."""
-        if self._writer():
+        if is_main():
             write_npz(self.base_path(fp), example_id=np.asarray(example_ids, dtype=str),
                       nll=np.asarray(nll, np.float32), num_tokens=np.asarray(num_tokens, np.int32),
                       fingerprint=np.asarray(fp))
@@ -155,13 +151,13 @@ class MatrixStore:
     def _adopt(self, old_path: str, new_path: str, data: dict) -> None:
         """Copies a file of the earlier layout (its arrays `data`) to its fingerprint's place; the
         old file stays (other processes may be reading it) and is never written again."""
-        if self._writer():
+        if is_main():
             write_npz(new_path, **data)
             log.info("%s (earlier layout) copied to %s", old_path, new_path)
 
     def write_row(self, task: str, fp: str, ft_nll: np.ndarray) -> None:
         """Writes the row ft_nll [N] of `task` under fingerprint `fp`."""
-        if self._writer():
+        if is_main():
             write_npz(self.row_path(task, fp), task=np.asarray(task), ft_nll=np.asarray(ft_nll, np.float32),
                       fingerprint=np.asarray(fp))
 
@@ -180,7 +176,7 @@ class MatrixStore:
         arrays = dict(Z=ft_MxN - base_N[None, :], ft_nll=ft_MxN, base_nll=base_N, tasks=np.asarray(tasks, dtype=str),
                       example_ids=np.asarray(example_ids, dtype=str),
                       example_sources=np.asarray(example_sources, dtype=str))
-        if self._writer() and not _holds(path, arrays):
+        if is_main() and not _holds(path, arrays):
             write_npz(path, **arrays)
         return path
 

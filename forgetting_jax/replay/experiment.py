@@ -88,9 +88,11 @@ def _matrix(config: Any, workdir: str, up: Upstream) -> tuple[np.ndarray, str]:
     or reused by the run pipeline."""
     log.info("replay predicts forgetting from the matrix of config.data.tasks (W/experiments/<name>/forgetting.npz): "
              "building or reusing it as `forgetting-jax run` does")
+    from forgetting_jax.analysis.matrix_file import read_matrix_file
+
     summary = run_pipeline(config, workdir, upstream=up)
-    with np.load(summary.matrix_path) as data:
-        z, ids = data["Z"], [str(i) for i in data["example_ids"]]
+    data = read_matrix_file(summary.matrix_path)  # the one validating reader of matrix files
+    z, ids = data["Z"], data["example_ids"]
     if ids != [e.id for e in up.examples]:
         raise ValueError(f"{summary.matrix_path}: its upstream examples differ from the config's")
     if z.shape[0] < 2:

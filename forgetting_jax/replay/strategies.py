@@ -32,6 +32,7 @@ from forgetting_jax.replay.mixture import replay_positions
 from forgetting_jax.replay.sampler import ReplaySchedule, replay_logits
 from forgetting_jax.utils.fingerprint import fingerprint
 from forgetting_jax.utils.io import write_npz
+from forgetting_jax.train.distributed import is_main
 
 log = logging.getLogger("forgetting_jax.replay")
 
@@ -155,7 +156,7 @@ class OnlineSchedule:
                                "written; delete the run directory to start the run again")
         try:
             probe = self.probe(params_fn)
-            if jax.process_index() == 0:
+            if is_main():
                 write_npz(self.path, **probe)
             self._switch(probe["predicted"])
         except BaseException as err:

@@ -28,6 +28,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from forgetting_jax.train.distributed import is_main
 from forgetting_jax.train.state import TrainState
 from forgetting_jax.utils.io import write_json
 
@@ -72,7 +73,7 @@ class RunCheckpoints:
                                              item_names=("state", "meta"))
 
     def _delete_step(self, step: int) -> None:
-        if jax.process_index() == 0:
+        if is_main():
             shutil.rmtree(os.path.join(self.directory, str(step)), ignore_errors=True)
 
     def latest_step(self) -> int | None:
@@ -166,5 +167,5 @@ def is_finished(directory: str, fingerprint: str) -> bool:
 
 def write_fingerprint(directory: str, fingerprint: str, inputs: dict, **extra: Any) -> None:
     """Marks `directory` finished (process 0 only): the last file an artefact gets."""
-    if jax.process_index() == 0:
+    if is_main():
         write_json(os.path.join(directory, FINGERPRINT_FILE), {"fingerprint": fingerprint, "inputs": inputs, **extra})

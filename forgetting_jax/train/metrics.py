@@ -13,6 +13,8 @@ import os
 
 import jax
 
+from forgetting_jax.train.distributed import is_main
+
 # Dense bf16 peak FLOP/s per device, by device kind (substring match, longest first).
 PEAK_FLOPS = {
     "H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 125e12,
@@ -37,7 +39,7 @@ class MetricsLog:
 
     def __init__(self, path: str, resume_step: int = 0):
         self.path = path
-        self.enabled = jax.process_index() == 0
+        self.enabled = is_main()
         if not self.enabled:
             return
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -10,7 +10,7 @@ not reach other hosts). A second command on the same workspace stops at once wit
 names this host and a process that no longer runs (or is empty); a lock of another host is
 never taken over: the message says how to remove it. The lock is released (the file deleted)
 when the block ends, also on exceptions and KeyboardInterrupt. On multi-process runs only
-process 0 takes it (`workspace_lock(..., main=jax.process_index() == 0)`).
+process 0 takes it (`workspace_lock(..., main=is_main())`).
 """
 
 import contextlib
@@ -23,6 +23,7 @@ import socket
 import sys
 import time
 from typing import Iterator
+from forgetting_jax.train.distributed import is_main
 
 log = logging.getLogger("forgetting_jax.workspace")
 
@@ -127,11 +128,9 @@ def release(workdir: str, fd: int) -> None:
 @contextlib.contextmanager
 def workspace_lock(workdir: str, command: str, main: bool | None = None) -> Iterator[None]:
     """Holds W/.lock for the block (see the module docstring). main: whether this process takes
-    it (default: jax.process_index() == 0; other processes of a multi-process run do not)."""
+    it (default: `is_main()`, process 0; other processes of a multi-process run do not)."""
     if main is None:
-        import jax
-
-        main = jax.process_index() == 0
+        main = is_main()
     if not main:
         yield
         return
