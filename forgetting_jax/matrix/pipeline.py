@@ -45,8 +45,9 @@ from forgetting_jax.matrix.experiments import (experiment_fingerprint, publish_m
                                                record_experiment, resolve_experiment)
 from forgetting_jax.matrix.store import MatrixStore, upstream_fingerprint
 from forgetting_jax.models.config import ModelConfig
-from forgetting_jax.models.loading import load_model, load_tokenizer
+from forgetting_jax.models.loading import load_model
 from forgetting_jax.score.scorer import Scorer, data_mesh
+from forgetting_jax.train.base import tokenizer as cached_tokenizer
 from forgetting_jax.train.distributed import barrier, is_main
 from forgetting_jax.train.mesh import make_mesh
 from forgetting_jax.utils.fingerprint import fingerprint
@@ -71,8 +72,24 @@ class RunSummary:
     experiment_dir: str | None = None  # W/experiments/<name>
 
 
+_UPSTREAM: dict[tuple, list[Example]] = {}  # load_upstream's results in this process
+
+
 def load_upstream(matrix: Any, tokenizer) -> list[Example]:
-    """The upstream examples of `matrix.upstream` (see matrix/settings.py), in a stable order."""
+    """The upstream examples of `matrix.upstream`, read and tokenized once per process for the same
+    settings, tokenizer and file (its size and modification time): a reused `run`, `replay` or
+    the next command of one process does not read them again."""
+    path = matrix.upstream_path
+    stamp = (os.path.getsize(path), os.stat(path).st_mtime_ns) if path and os.path.isfile(path) else None
+    key = (repr(matrix), getattr(tokenizer, "name_or_path", id(tokenizer)), len(tokenizer), stamp)
+    if key not in _UPSTREAM:
+        _UPSTREAM.clear()  # one upstream set at a time: a run holds one
+        _UPSTREAM[key] = _read_upstream(matrix, tokenizer)
+    return list(_UPSTREAM[key])
+
+
+def _read_upstream(matrix: Any, tokenizer) -> list[Example]:
+    """The upstream examples of `matrix.upstream` (experiment.MatrixSettings), in a stable order."""
     from forgetting_jax.data.examples import encode_records
     from forgetting_jax.data.splits import subsample
 
@@ -167,7 +184,7 @@ def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Ups
     base = base_model(config, workdir, mesh)
     # Every model of the matrix is scored with this one config (one compiled scoring step).
     scoring_config = base.config.replace(param_dtype=matrix.dtype, dtype=matrix.dtype, remat_policy="none")
-    tokenizer = load_tokenizer(base.tokenizer_dir)
+    tokenizer = cached_tokenizer(base.tokenizer_dir)
     upstream = load_upstream(matrix, tokenizer)
     if not upstream:
         raise ValueError("no upstream examples: check matrix.upstream and matrix.upstream_path")

@@ -68,6 +68,20 @@ def tokenizer(path: str):
     return load_tokenizer(path)
 
 
+@functools.lru_cache(maxsize=2)
+def _corpus_cached(pc: Any, tokenizer_dir: str, stamp: tuple | None) -> dict:
+    return corpus_examples(pc, tokenizer(tokenizer_dir), int(pc.row_length))
+
+
+def _corpus(pc: Any, tokenizer_dir: str) -> dict:
+    """The pre-training corpus as examples {"train", "validation"}, read and chunked once per
+    process for the same settings, tokenizer and corpus file (size, modification time): deciding
+    that a finished base is reused does not read it again."""
+    path = pc.corpus
+    stamp = (os.path.getsize(path), os.stat(path).st_mtime_ns) if path and os.path.isfile(path) else None
+    return _corpus_cached(pc, tokenizer_dir, stamp)
+
+
 def _hf_identity(hf_dir: str, mode: str) -> dict:
     """What identifies an imported HF directory: its config.json and its weights' bytes (content)
     or their names, sizes and modification times (metadata)."""
@@ -174,7 +188,7 @@ def pretrain(config: Any, workdir: str, mesh: Mesh | None = None, on_step: Calla
     tok = tokenizer(tokenizer_dir)
     if start_from is None:
         arch = _architecture(config.model, tok)
-    data = corpus_examples(pc, tok, int(pc.row_length))
+    data = _corpus(pc, tokenizer_dir)
     check_tokens(data, arch.vocab_size, "corpus")
     arch_fields = {k: v for k, v in dataclasses.asdict(arch).items()
                    if k not in ("dtype", "remat_policy", "scan_unroll", "logits_chunks", "attention_impl")}
