@@ -65,15 +65,13 @@ def test_config_dict_defaults_are_the_dataclass_defaults():
 
 
 def test_section_defaults_come_from_the_dataclasses():
-    from forgetting_jax.matrix.settings import matrix_defaults
-    from forgetting_jax.replay.settings import replay_defaults
-    from forgetting_jax.train.distributed import distributed_defaults, runtime_defaults
-    from forgetting_jax.train.settings import train_defaults
+    from forgetting_jax.experiment import train_defaults
 
     config = default_config()
-    for section, defaults in [("train", train_defaults), ("matrix", matrix_defaults), ("replay", replay_defaults),
-                              ("distributed", distributed_defaults), ("runtime", runtime_defaults)]:
-        assert defaults().to_dict() == config[section].to_dict(), section
+    assert train_defaults().to_dict() == config.train.to_dict()
+    for section, cls in [("matrix", ex.MatrixSettings), ("replay", ex.ReplaySettings),
+                         ("distributed", ex.DistributedSettings), ("runtime", ex.RuntimeSettings)]:
+        assert config[section].to_dict() == _field_defaults(cls), section
     assert config.pretrain.to_dict() == _field_defaults(ex.PretrainSettings)
     assert config.pretrain.lr == 1e-3 and config.pretrain.micro_rows == 8 and config.train.lr == 2e-6
 

@@ -24,23 +24,10 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from ml_collections import ConfigDict
 
 log = logging.getLogger("forgetting_jax.distributed")
 
 MODES = ("auto", "on", "off")
-
-
-def distributed_defaults() -> ConfigDict:
-    from forgetting_jax.experiment import DistributedSettings, section_config  # defined there, once
-
-    return section_config(DistributedSettings())
-
-
-def runtime_defaults() -> ConfigDict:
-    from forgetting_jax.experiment import RuntimeSettings, section_config
-
-    return section_config(RuntimeSettings())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ from absl import flags
 from ml_collections import ConfigDict
 
 from forgetting_jax.commands.common import define_experiment_flags, split_config_lists
-from forgetting_jax.train.settings import default_config, split_comma_lists
+from forgetting_jax.experiment import default_config, split_comma_lists
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(ROOT, "configs", "demo.py")
