@@ -12,30 +12,16 @@ import jax  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
-import logging  # noqa: E402
-
 import pytest  # noqa: E402
-
-
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
 
 
 @pytest.fixture
 def warnings_of_package():
-    """WARNING messages of the `forgetting_jax` loggers (whatever setup_logging did to propagation)."""
-    handler = _Records()
-    logger = logging.getLogger("forgetting_jax")
-    logger.addHandler(handler)
-    try:
-        yield handler.messages
-    finally:
-        logger.removeHandler(handler)
+    """WARNING messages of the `forgetting_jax` loggers during the test."""
+    from test_support import package_warnings
+
+    with package_warnings() as messages:
+        yield messages
 
 
 @pytest.fixture(scope="session")

@@ -2,23 +2,17 @@
 file (in this process: the same command, its exit status and stderr)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from forgetting_jax import cli
 from forgetting_jax.analysis import planted
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from test_support import run_command
 
 
 def _analyze(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "forgetting_jax", "analyze", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return run_command("analyze", *args)
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ layout (rows/<task>.npz, base_nll.npz) keeps its work. The micro demo (tests/mic
 
 import dataclasses
 import json
-import logging
 import os
 import shutil
 
@@ -16,6 +15,7 @@ import pytest
 from forgetting_jax.matrix.experiments import relocate_links, resolve_experiment
 from forgetting_jax.matrix.pipeline import run_pipeline
 from micro_demo import TASKS, copy_workspace, micro_config
+from test_support import package_warnings
 
 FAST = {"train.steps": 2, "train.eval_every": 2, "train.log_every": 2}
 OTHER_LR = {**FAST, "train.lr": 1e-4}  # B: 2 steps are enough for rows that differ by lr
@@ -31,15 +31,6 @@ def _read(path, mode="rb"):
         return f.read()
 
 
-class _Warnings(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture(scope="module")
 def three_runs(micro_matrix, tmp_path_factory):
     """W after run A (the micro demo: a copy of the session's workspace, where A is built), then B
@@ -53,14 +44,10 @@ def three_runs(micro_matrix, tmp_path_factory):
     first_bytes = _read(first.matrix_path)
     after_first = str(tmp_path_factory.mktemp("after-first") / "W")
     shutil.copytree(workdir, after_first)
-    handler = _Warnings()
-    logging.getLogger("forgetting_jax").addHandler(handler)
-    try:
+    with package_warnings() as warnings:
         second = run_pipeline(micro_config(**OTHER_LR), workdir, analyze=False)
-    finally:
-        logging.getLogger("forgetting_jax").removeHandler(handler)
     third = run_pipeline(micro_config(), workdir, analyze=False)
-    return workdir, (first, second, third), first_bytes, after_first, handler.messages
+    return workdir, (first, second, third), first_bytes, after_first, warnings
 
 
 @pytest.mark.slow
