@@ -12,7 +12,7 @@ what a tiny model on a CPU cannot afford (50 steps; a learning rate suited to a 
 Replay (`forgetting-jax replay --config=configs/demo.py --workdir=W`, after or instead of `run`):
 6 tasks of the suite that are not rows of the matrix, fine-tuned with replay; 500 of the 2,000
 upstream examples held out to measure forgetting. r = 1/8 rather than the paper's 1/32 for base
-models: a 50-step run would replay only 12 examples at 1/32 (50 at 1/8).
+models: a 50-step run would replay only 12 examples at 1/32 (44 at 1/8).
 """
 
 from forgetting_jax.experiment import DEMO_TASKS, default_config

@@ -24,7 +24,7 @@ OVERRIDES = {
     "matrix.num_upstream": 50, "model.hidden_size": 64, "model.num_layers": 1, "model.num_heads": 2,
     "model.num_kv_heads": 2, "model.mlp_dim": 128, "model.dtype": "float32", "pretrain.steps": 12,
     "pretrain.batch_size": 4, "pretrain.micro_rows": 4, "pretrain.max_examples": 400, "train.steps": 6,
-    "train.eval_every": 3, "train.log_every": 3,
+    "train.eval_every": 3, "train.log_every": 3, "predict.seeds": 3, "predict.rep_dot_steps": 100,
 }
 # Test tasks of the replay experiment (not rows of the matrix) and its held-out upstream examples.
 REPLAY_TEST_TASKS = ("divide", "to_hex")

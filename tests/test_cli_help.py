@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN_FLAGS = {
     "score": ("--max_length=N", "Tokens kept per example", "default: 1024"),
     "analyze": ("--max_rank=N", "truncated SVD", "default: 10"),
-    "predict": ("--methods=A,B,...", "Methods:", "default: additive,multiplicative"),
+    "predict": ("--methods=A,B,...", "Methods:", "rep_dot", "--sampling=uniform|reference", "(default: auto)"),
     "pretrain": ("--config=FILE.py", "Experiment config", "required"),
     "finetune": ("--task=VALUE", "The task to fine-tune on", "required"),
     "run": ("--tasks=A,B,...", "Run only these tasks", "default: empty"),

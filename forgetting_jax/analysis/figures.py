@@ -20,7 +20,8 @@ def heatmap(z_MxN: np.ndarray, tasks: Sequence[str]) -> plt.Figure:
         col_order = col_order[np.linspace(0, col_order.shape[0] - 1,
                                           MAX_HEATMAP_COLUMNS).astype(int)]
     shown = z_MxN[:, col_order][row_order]
-    lim = float(np.nanpercentile(np.abs(shown), 99)) or 1.0
+    finite = np.abs(shown[np.isfinite(shown)])  # +-inf would make the colour scale infinite
+    lim = (float(np.percentile(finite, 99)) if finite.size else 0.0) or 1.0
     m = len(tasks)
     fig, ax = plt.subplots(figsize=(10, max(3.0, min(12.0, 0.18 * m + 1.5))))
     im = ax.imshow(shown, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,

@@ -1,8 +1,11 @@
 """Reading a forgetting-matrix file with clear errors.
 
 M.npz holds `Z` (float [M, N], NaN = missing) and `tasks` (str [M]); optionally `example_ids`
-[N], `example_sources` [N], `base_nll` [N], `ft_nll` [M, N], and for the similarity analyses
-`task_embeddings` [M, D] and `example_embeddings` [N, D].
+[N], `example_sources` [N], `base_nll` [N], `ft_nll` [M, N], and the base model's
+representations for the representation forecasters: `task_embeddings` [M, D] and
+`example_embeddings` [N, D] (mean-pooled), `example_last_hidden` [N, D],
+`task_example_last_hidden` [M, S, D] and `task_example_count` [M] (last token; see
+matrix/representations.py).
 """
 
 import os
@@ -64,7 +67,35 @@ def read_matrix_file(path: str) -> dict[str, Any]:
         if out["task_embeddings"].shape[1] != out["example_embeddings"].shape[1]:
             raise MatrixFileError(f"{path}: fields 'task_embeddings' and 'example_embeddings' "
                                   "have different widths")
+    _last_hidden(path, arrays, out, m, n)
     return out
+
+
+def _last_hidden(path, arrays, out, m, n) -> None:
+    """The last-token representations: all three fields or none, consistent shapes."""
+    keys = ("example_last_hidden", "task_example_last_hidden", "task_example_count")
+    present = [k for k in keys if k in arrays]
+    if not present:
+        return
+    if len(present) != len(keys):
+        missing = [k for k in keys if k not in arrays]
+        raise MatrixFileError(f"{path}: field(s) {', '.join(missing)} missing (the last-token "
+                              f"representations need all of {', '.join(keys)})")
+    ex, task, count = (arrays[k] for k in keys)
+    if ex.ndim != 2 or ex.shape[0] != n:
+        raise MatrixFileError(f"{path}: field 'example_last_hidden' must be [{n}, D], got {ex.shape}")
+    if task.ndim != 3 or task.shape[0] != m or task.shape[2] != ex.shape[1]:
+        raise MatrixFileError(f"{path}: field 'task_example_last_hidden' must be [{m}, S, "
+                              f"{ex.shape[1]}], got {task.shape}")
+    if count.shape != (m,) or count.dtype.kind not in "iu":
+        raise MatrixFileError(f"{path}: field 'task_example_count' must be int [{m}], got "
+                              f"{count.dtype} {count.shape}")
+    if (count < 0).any() or (count > task.shape[1]).any():
+        raise MatrixFileError(f"{path}: field 'task_example_count' must be in [0, "
+                              f"{task.shape[1]}]")
+    out["example_last_hidden"] = np.asarray(ex, np.float32)
+    out["task_example_last_hidden"] = np.asarray(task, np.float32)
+    out["task_example_count"] = np.asarray(count, np.int64)
 
 
 def _strings(path, arrays, key, length) -> list[str]:

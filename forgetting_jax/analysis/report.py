@@ -12,6 +12,7 @@ import numpy as np
 from forgetting_jax.analysis import figures, fits, stats
 from forgetting_jax.analysis.chunks import ColumnChunks
 from forgetting_jax.analysis.matrix_file import MatrixFileError, read_matrix_file
+from forgetting_jax.analysis.nonfinite import count_nonfinite
 from forgetting_jax.analysis.stats import json_safe
 from forgetting_jax.utils.io import atomic_path, write_json
 
@@ -23,11 +24,16 @@ def analyze_matrix(matrix: str, output: str, max_rank: int = 10, reg: float = 1e
     """Fits, statistics and figures of the matrix file `matrix`, written to `output`.
 
     Returns the fits.json content. Raises MatrixFileError for a file that breaks the contract.
+    Non-finite entries of Z (NaN: missing, +inf/-inf: a diverged run) are left out of every fit
+    and statistic; they are counted, logged as a warning and recorded under "nonfinite".
     """
     if max_rank < 1:
         raise MatrixFileError("max_rank must be at least 1")
     data = read_matrix_file(matrix)
     z, tasks, ids = data["Z"], data["tasks"], data["example_ids"]
+    nonfinite = count_nonfinite(z, tasks)
+    if nonfinite.any:
+        log.warning("%s: %s", matrix, nonfinite.describe("Z"))
     chunks = ColumnChunks(z, chunk_columns=chunk_columns)
     t0 = time.perf_counter()
     try:
@@ -50,6 +56,7 @@ def analyze_matrix(matrix: str, output: str, max_rank: int = 10, reg: float = 1e
         "matrix": matrix,
         "shape": list(z.shape),
         "observed_fraction": mom.count / float(z.size),
+        "nonfinite": nonfinite.as_dict(),
         "mean": mom.mean,
         "variance": mom.var,
         "r2": {"additive": r2_add, "multiplicative": r2_mul,

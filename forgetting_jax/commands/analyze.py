@@ -5,7 +5,9 @@
 Writes DIR/fits.json (R^2 of the additive, multiplicative and rank-1..K fits, top tasks and
 examples per component, source enrichment when `example_sources` is present, correlation with
 representation similarity when `task_embeddings` and `example_embeddings` are present) and the
-figures DIR/heatmap.png, DIR/r2_by_rank.png, DIR/components.png.
+figures DIR/heatmap.png, DIR/r2_by_rank.png, DIR/components.png. Non-finite entries of Z (NaN: a
+missing score, +inf/-inf: a diverged run) are left out of every fit and statistic; how many there
+are, of each kind and per task, is logged as a warning and recorded in fits.json under "nonfinite".
 """
 
 from absl import flags

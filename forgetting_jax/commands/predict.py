@@ -5,8 +5,9 @@
 
 R.json: {"methods": {NAME: {"rmse", "f1", "precision", "recall", "auc", "spearman",
 "precision_at_k", "seconds", "fit_seconds", "rmse_std_over_seeds", "pooled", "per_task"}},
-"settings": {...}, "test_tasks": [...]}; means over test tasks and seeds, on unobserved
-entries only.
+"headline", "best", "nonfinite", "settings": {...}, "test_tasks": [...]}; means over test tasks
+and seeds, on unobserved entries only (unless --score_observed); "pooled" holds the metrics over
+every scored entry at once, as the paper reports them: the headline figures.
 """
 
 import logging
@@ -23,9 +24,21 @@ flags.DEFINE_float("test_fraction", None, "Fraction of tasks drawn as test tasks
 flags.DEFINE_integer("split_seed", 0, "Seed of the --test_fraction draw.")
 flags.DEFINE_integer("k", 30, "Observed entries per test task and seed.")
 flags.DEFINE_integer("seeds", 10, "Seeds (draws of the k observed columns) per test task.")
-flags.DEFINE_list("methods", "additive,multiplicative,als,knn,train_mean,observed_mean,random",
-                  "Methods: additive, multiplicative, als, knn, train_mean, observed_mean, "
-                  "random, rep_sim (needs task_embeddings and example_embeddings in the file).")
+flags.DEFINE_list("methods", "auto",
+                  "Methods: additive, multiplicative, als, knn (completion); rep_sim, rep_dot (the "
+                  "representation forecasters of prior work: they need the representations that "
+                  "`forgetting-jax run` writes into the file); train_mean, observed_mean, random "
+                  "(reference forecasters). auto: every one but random that the file allows.")
+flags.DEFINE_enum("sampling", "uniform", ["uniform", "reference"],
+                  "How the k observed entries are drawn: uniform (k distinct observed columns per "
+                  "test task and seed) or reference (the paper's code: default_rng(seed).choice(N, "
+                  "k), with replacement, the same columns for every test task; to reproduce its "
+                  "numbers, with --score_observed).")
+flags.DEFINE_bool("score_observed", False,
+                  "Also score the k observed entries, as the reference code's metrics do.")
+flags.DEFINE_integer("rep_dot_steps", 2000, "Optimizer steps of the rep_dot head.")
+flags.DEFINE_float("rep_dot_lr", 1e-4, "Learning rate of the rep_dot head.")
+flags.DEFINE_integer("rep_dot_seeds", 1, "Heads of rep_dot trained at once (vmapped); predictions average them.")
 flags.DEFINE_float("threshold", 0.0, "Forgetting above this counts as forgotten (F1, AUC).")
 flags.DEFINE_integer("top_k", 100, "K of precision@K of the most forgotten examples.")
 flags.DEFINE_integer("rank", 5, "Rank of the als method.")
@@ -62,8 +75,9 @@ def main(argv) -> None:
     setup_logging()
 
     from forgetting_jax.analysis.matrix_file import MatrixFileError, read_matrix_file
+    from forgetting_jax.analysis.nonfinite import NonFinite
     from forgetting_jax.analysis.stats import json_safe
-    from forgetting_jax.predict import protocol, registry
+    from forgetting_jax.predict import comparison, protocol, registry
     from forgetting_jax.predict.methods import CompletionConfig
     from forgetting_jax.utils.io import write_json
 
@@ -73,9 +87,16 @@ def main(argv) -> None:
         _fail(str(err))
     config = CompletionConfig(rank=FLAGS.rank, reg=FLAGS.reg, max_iters=FLAGS.max_iters,
                               knn_k=FLAGS.knn_k, shrinkage=FLAGS.shrinkage)
-    try:
-        methods = registry.build_methods(FLAGS.methods, config, data.get("task_embeddings"),
-                                         data.get("example_embeddings"))
+    settings = comparison.ComparisonSettings(
+        methods=None if FLAGS.methods in ([], ["auto"]) else tuple(FLAGS.methods), k=FLAGS.k, seeds=FLAGS.seeds,
+        threshold=FLAGS.threshold, top_k=FLAGS.top_k, max_rank_columns=FLAGS.max_rank_columns,
+        pair_batch=FLAGS.pair_batch, chunk_columns=FLAGS.chunk_columns, split_seed=FLAGS.split_seed,
+        sampling=FLAGS.sampling, score_observed=FLAGS.score_observed, per_task=FLAGS.per_task,
+        completion=config,
+        rep_dot=comparison.rep_dot_config(FLAGS.rep_dot_steps, FLAGS.rep_dot_lr, FLAGS.rep_dot_seeds))
+    try:  # the inputs of every method, checked before any work
+        registry.build_methods(settings.methods or comparison.available_methods(data), config, data,
+                               settings.rep_dot)
     except ValueError as err:
         _fail(f"--methods: {err} (file {FLAGS.matrix})")
     try:
@@ -85,41 +106,27 @@ def main(argv) -> None:
         _fail(f"{FLAGS.matrix}: field 'tasks': {err}")
     z = data["Z"]
     tasks = data["tasks"]
-    for i in test_idx:
-        observed = int(np.isfinite(z[i]).sum())
-        if FLAGS.k < 1 or observed <= FLAGS.k:
-            _fail(f"{FLAGS.matrix}: field 'Z': --k={FLAGS.k} observed columns requested, but "
-                  f"test task {tasks[i]!r} has {observed} observed entries (k must be positive "
-                  "and leave some entries to score)")
-    log.info("%s: Z %d x %d (%.1f%% missing), %d test tasks, methods %s", FLAGS.matrix,
-                 z.shape[0], z.shape[1], 100.0 * (1.0 - _observed_fraction(z)), len(test_idx),
-                 ",".join(methods))
+    if FLAGS.sampling == "uniform":
+        for i in test_idx:
+            observed = int(np.isfinite(z[i]).sum())
+            if FLAGS.k < 1 or observed <= FLAGS.k:
+                _fail(f"{FLAGS.matrix}: field 'Z': --k={FLAGS.k} observed columns requested, but "
+                      f"test task {tasks[i]!r} has {observed} observed entries (k must be positive "
+                      "and leave some entries to score)")
+    log.info("%s: Z %d x %d (%.1f%% missing), %d test tasks", FLAGS.matrix, z.shape[0], z.shape[1],
+             100.0 * (1.0 - _observed_fraction(z)), len(test_idx))
     try:
-        run = protocol.run_protocol(
-            z, test_idx, methods, k=FLAGS.k, seeds=FLAGS.seeds, threshold=FLAGS.threshold,
-            top_k=FLAGS.top_k, max_rank_columns=FLAGS.max_rank_columns,
-            pair_batch=FLAGS.pair_batch, chunk_columns=FLAGS.chunk_columns,
-            base_seed=FLAGS.split_seed, log=log.info)
+        result = comparison.compare(data, test_idx, settings, log_fn=log.info)
     except protocol.ProtocolError as err:
         _fail(f"{FLAGS.matrix}: field 'Z': {err}")
-    result = {
-        "methods": protocol.summarize(run, tasks, per_task=FLAGS.per_task),
-        "test_tasks": [tasks[i] for i in test_idx],
-        "settings": dict(run["settings"], matrix=FLAGS.matrix, shape=list(z.shape),
-                         methods=list(methods), rank=FLAGS.rank, reg=FLAGS.reg,
-                         max_iters=FLAGS.max_iters, knn_k=FLAGS.knn_k,
-                         shrinkage=FLAGS.shrinkage, split_seed=FLAGS.split_seed),
-    }
+    for part, counts in result["nonfinite"].items():
+        if counts["count"]:
+            log.warning("%s: %s rows: %s", FLAGS.matrix, part, NonFinite.from_dict(counts).describe("Z"))
+    result["settings"]["matrix"] = FLAGS.matrix
     write_json(FLAGS.output, json_safe(result))
-    for name, entry in result["methods"].items():
-        log.info("%-14s rmse %.4f  f1 %.3f  auc %s  spearman %s  %.2fs", name,
-                     entry["rmse"], entry["f1"], _fmt(entry["auc"]), _fmt(entry["spearman"]),
-                     entry["seconds"])
+    for line in comparison.summary_lines(result):
+        log.info("%s", line)
     log.info("wrote %s", FLAGS.output)
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 def _observed_fraction(z) -> float:

@@ -9,6 +9,7 @@ An experiment is a `name` and these sections (each class documents its fields):
   pretrain     PretrainSettings     pre-training (`forgetting-jax pretrain`): train's fields and
                                     the corpus
   matrix       MatrixSettings       the upstream examples and how they are scored
+  predict      PredictSettings      the report's forgetting-prediction comparison
   replay       ReplaySettings       the replay experiment (`forgetting-jax replay`)
   distributed  DistributedSettings  joining the processes of a multi-host run
   runtime      RuntimeSettings      the compilation cache and XLA flags
@@ -33,14 +34,14 @@ from forgetting_jax.experiment.parse import as_experiment, field_kind, parse, sc
 from forgetting_jax.experiment.sections import (
     ATTENTION_IMPLS, BASES, BATCHINGS, CPU_COLLECTIVES, DATA_SOURCES, DEMO_TASKS, DTYPES, EXPORT_DTYPES, FAMILIES,
     HF_FINGERPRINTS, METHODS, MODES, REMAT_POLICIES, TARGETS, TASK_READERS, UPSTREAM_KINDS, ConfigError, DataSettings,
-    DistributedSettings, Experiment, MatrixSettings, MeshSettings, ModelSettings, PretrainSettings, ReplaySettings,
-    RuntimeSettings, TrainLoraSettings, TrainSettings)
+    DistributedSettings, Experiment, MatrixSettings, MeshSettings, ModelSettings, PredictSettings, PretrainSettings,
+    ReplaySettings, RuntimeSettings, TrainLoraSettings, TrainSettings)
 
 __all__ = [
     "ATTENTION_IMPLS", "BASES", "BATCHINGS", "CPU_COLLECTIVES", "DATA_SOURCES", "DEMO_TASKS", "DTYPES", "EXPORT_DTYPES",
     "FAMILIES", "HF_FINGERPRINTS", "METHODS", "MODES", "REMAT_POLICIES", "TARGETS", "TASK_READERS", "UPSTREAM_KINDS",
     "ConfigError", "DataSettings", "DistributedSettings", "Experiment", "MatrixSettings", "MeshSettings",
-    "ModelSettings", "PretrainSettings", "ReplaySettings", "RuntimeSettings", "TrainLoraSettings", "TrainSettings",
-    "as_experiment", "default_config", "field_kind", "parse", "scan_unroll", "section_config", "split_comma_lists",
+    "ModelSettings", "PredictSettings", "PretrainSettings", "ReplaySettings", "RuntimeSettings", "TrainLoraSettings",
+    "TrainSettings", "as_experiment", "default_config", "field_kind", "parse", "scan_unroll", "section_config", "split_comma_lists",
     "to_config_dict", "train_defaults",
 ]

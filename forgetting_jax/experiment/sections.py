@@ -309,6 +309,12 @@ class MatrixSettings:
                       task at a time
     task_submeshes    T: with P > 1, the devices split into T sub-meshes (a `task` mesh axis), P / T
                       tasks on each; 1: all P tasks on every device
+    representations   also write the base model's representations into the matrix file (for the
+                      representation forecasters rep_sim and rep_dot, matrix/representations.py):
+                      mean-pooled and last-token final hidden states of every upstream example and
+                      of up to `task_examples` training examples of each task (cached by fingerprint)
+    task_examples     S: training examples of each task represented (a seeded subsample when a task
+                      has more)
     """
 
     upstream: str = _field("demo", choices=UPSTREAM_KINDS)
@@ -325,6 +331,44 @@ class MatrixSettings:
     max_rank: int = _field(10, at_least=1)
     parallel_tasks: int = _field(1, at_least=1)
     task_submeshes: int = _field(1, at_least=1)
+    representations: bool = True
+    task_examples: int = _field(64, at_least=1)
+
+
+def _predict_methods(value: tuple) -> str | None:
+    from forgetting_jax.predict.registry import KNOWN
+
+    unknown = [name for name in value if name not in KNOWN]
+    return f"has unknown method(s) {', '.join(unknown)}; known: {', '.join(KNOWN)}" if unknown else None
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictSettings:
+    """config.predict: the "Predicting forgetting" section of the report `run` writes
+    (matrix/prediction_report.py): the paper's protocol on the matrix just built.
+
+    report          run the protocol and add the section (off: the report describes the matrix only)
+    methods         the methods compared: completion (additive, multiplicative, als, knn), the
+                    representation forecasters of prior work (rep_sim, rep_dot; they need
+                    matrix.representations) and the reference forecasters (train_mean,
+                    observed_mean, random)
+    test_fraction   the share of tasks held out as test tasks (seeded by split_seed)
+    k, seeds        observed entries per test task, and draws of them per test task
+    threshold       forgetting above this counts as forgotten (F1, precision, recall, AUC)
+    rep_dot_steps   optimizer steps of the rep_dot head (predict.rep_dot.RepDotConfig)
+    rep_dot_lr      its learning rate
+    """
+
+    report: bool = True
+    methods: tuple[str, ...] = _field(("additive", "multiplicative", "als", "knn", "rep_sim", "rep_dot",
+                                       "train_mean", "observed_mean"), check=_predict_methods)
+    test_fraction: float = _field(0.3, above=0, below=1)
+    k: int = _field(30, at_least=1)
+    seeds: int = _field(10, at_least=1)
+    split_seed: int = 0
+    threshold: float = 0.0
+    rep_dot_steps: int = _field(2000, at_least=1)
+    rep_dot_lr: float = _field(1e-4, above=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,9 +389,12 @@ class ReplaySettings:
                                         step, the row completed and replayed by prediction
                       top:STRATEGY      the STRATEGY's highest-scored examples in order (no
                                         sampling), e.g. top:predicted:additive, top:ground_truth
-    ratio           r: one upstream example per 1/r task examples; the run's steps are scaled by
-                    (1 + r) so it sees the same task examples as a run without replay (the paper:
-                    1/32 for base models, 1/8 for instruct models)
+    ratio           r: one upstream example per 1/r task examples, a share r / (1 + r) of the
+                    batch slots (the paper: 1/32 for base models, 1/8 for instruct models)
+    scale_steps     False: every strategy, none included, runs train.steps optimizer
+                    steps, so a replay run sees fewer task examples; True: a replay run runs
+                    ceil(train.steps (1 + r)) steps, so it sees the task examples of a run
+                    without replay (it then also runs more steps than none)
     temperature     T of softmax(score / T)
     k               observed entries of a new task's row for the prediction
     num_heldout     upstream examples set aside (seeded): never replayed, they measure forgetting
@@ -361,6 +408,7 @@ class ReplaySettings:
     strategies: tuple[str, ...] = _field(("none", "random", "predicted:additive", "predicted:knn", "ground_truth"),
                                          check=_strategies)
     ratio: float = _field(1 / 32, above=0)
+    scale_steps: bool = False
     temperature: float = _field(0.1, above=0)
     k: int = _field(30, at_least=1)
     num_heldout: int = _field(1000, at_least=0)
@@ -423,6 +471,7 @@ class Experiment:
     matrix: MatrixSettings = _field(factory=MatrixSettings)
     train: TrainSettings = _field(factory=TrainSettings)
     pretrain: PretrainSettings = _field(factory=PretrainSettings)
+    predict: PredictSettings = _field(factory=PredictSettings)
     replay: ReplaySettings = _field(factory=ReplaySettings)
     distributed: DistributedSettings = _field(factory=DistributedSettings)
     runtime: RuntimeSettings = _field(factory=RuntimeSettings)

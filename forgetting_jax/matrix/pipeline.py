@@ -169,6 +169,8 @@ class Upstream:
     scoring_config: ModelConfig | None = None  # the base's architecture in matrix.dtype: every model scored
     task_mesh: Mesh | None = None  # matrix.parallel_tasks > 1: the (task, data, fsdp, tensor) mesh
     base_scores_fp: str = ""  # the fingerprint of the base scores (of base_nll)
+    tokens_per_batch: int = 16384  # matrix.tokens_per_batch: token slots per scoring call
+    base_scorer: Any = None  # the base weights while representations are computed (matrix/representations.py)
 
 
 def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Upstream:
@@ -201,8 +203,16 @@ def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Ups
         _, params = load_model(base.model_dir, param_dtype=matrix.dtype, dtype=matrix.dtype)
         base_nll, count = score_params(scoring_config, params, upstream, matrix, "the base model", scoring_mesh)
         store.write_base(base_fp, example_ids, base_nll, count)
-    return Upstream(base, upstream, base_nll, scoring, store, mesh, scoring_mesh, cached is not None,
-                    scoring_config=scoring_config, base_scores_fp=base_fp)
+    up = Upstream(base, upstream, base_nll, scoring, store, mesh, scoring_mesh, cached is not None,
+                  scoring_config=scoring_config, base_scores_fp=base_fp, tokens_per_batch=int(matrix.tokens_per_batch))
+    if matrix.representations:
+        from forgetting_jax.matrix.representations import upstream_representation
+
+        if cached is None:
+            up.base_scorer = Scorer(scoring_config, params, mesh=scoring_mesh)  # loaded above: no second read
+        upstream_representation(up)
+        up.base_scorer = None  # not held while tasks fine-tune
+    return up
 
 
 def scored_run(config: Any, workdir: str, up: Upstream, task: str, examples: Sequence[Example], store: MatrixStore,
@@ -306,7 +316,9 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
     experiment = resolve_experiment(workdir, config.name, experiment_fingerprint(row_fps, up.base_scores_fp))
     rows = finished_rows(store, row_fps, len(upstream))
     record_experiment(experiment, config.name, row_fps, up.base_scores_fp)
-    store.assemble(rows, up.base_nll, [e.id for e in upstream], [e.task for e in upstream], experiment.matrix_path)
+    extras = matrix_representations(config, workdir, up, list(rows), plans) if config.matrix.representations else {}
+    store.assemble(rows, up.base_nll, [e.id for e in upstream], [e.task for e in upstream], experiment.matrix_path,
+                   extras=extras)
     publish_matrix(experiment, workdir)
     barrier("matrix written")  # every process may read the matrix next (replay)
     summary.matrix_path, summary.experiment_dir, summary.tasks = experiment.matrix_path, experiment.directory, list(rows)
@@ -316,10 +328,28 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
         from forgetting_jax.matrix.report import write_report
 
         summary.report_path, summary.analysis = write_report(
-            experiment.directory, experiment.matrix_path, config.name, config.matrix.max_rank, workdir)
+            experiment.directory, experiment.matrix_path, config.name, config.matrix.max_rank, workdir,
+            predict=config.predict)
         publish_report(summary.report_path, workdir)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def matrix_representations(config: Any, workdir: str, up: Upstream, tasks: Sequence[str], plans: dict
+                           ) -> dict[str, np.ndarray]:
+    """The representation arrays of the matrix file for its rows `tasks` (computed once and cached
+    by fingerprint; matrix/representations.py); the base weights are released afterwards."""
+    from forgetting_jax.matrix.representations import matrix_arrays
+    from forgetting_jax.train.finetune import plan_finetune
+
+    train = {}
+    for task in tasks:
+        plans[task] = plans.get(task) or plan_finetune(config, workdir, task, up.base)
+        train[task] = plans[task].examples["train"]
+    try:
+        return matrix_arrays(up, tasks, train, int(config.matrix.task_examples))
+    finally:
+        up.base_scorer = None
 
 
 def finished_rows(store: MatrixStore, row_fps: dict[str, str], n: int) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from forgetting_jax.analysis.stats import json_safe
 from forgetting_jax.utils.fingerprint import file_fingerprint
 from forgetting_jax.utils.io import write_json, write_text
 
@@ -21,10 +22,35 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray, tasks: list[str],
                   example_ids: list[str], sources: list[str], figures_dir: str) -> str:
     """Markdown that explains the matrix: its size, how much is forgotten, its low-rank structure,
-    which tasks cause and which examples suffer the most forgetting."""
+    which tasks cause and which examples suffer the most forgetting.
+
+    Means and shares are over the finite entries of z_MxN [M, N]; when there are non-finite ones
+    (NaN, +inf, -inf; counted in analysis["nonfinite"], else here) the summary says how many and
+    in which tasks."""
+    from forgetting_jax.analysis.nonfinite import NonFinite, count_nonfinite
+
     m, n = z_MxN.shape
-    row_mean = np.nanmean(z_MxN, axis=1)
-    col_mean = np.nanmean(z_MxN, axis=0)
+    # Finite-only sums, a block of rows at a time (np.nanmean would let one +inf make a mean inf).
+    row_sum, row_count, row_pos = np.zeros(m), np.zeros(m), np.zeros(m)
+    col_sum, col_count = np.zeros(n), np.zeros(n)
+    block = max(1, (1 << 24) // max(n, 1))
+    for s in range(0, m, block):
+        b = np.asarray(z_MxN[s:s + block], np.float64)
+        ok = np.isfinite(b)
+        vals = np.where(ok, b, 0.0)
+        row_sum[s:s + block], row_count[s:s + block] = vals.sum(1), ok.sum(1)
+        row_pos[s:s + block] = (vals > 0).sum(1)
+        col_sum += vals.sum(0)
+        col_count += ok.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        row_mean = np.where(row_count > 0, row_sum / row_count, np.nan)
+        col_mean = np.where(col_count > 0, col_sum / col_count, np.nan)
+        row_forgotten = np.where(row_count > 0, row_pos / row_count, np.nan)
+    finite_count = float(row_count.sum())
+    mean_all = row_sum.sum() / finite_count if finite_count else float("nan")
+    positive_all = row_pos.sum() / finite_count if finite_count else float("nan")
+    nonfinite = (NonFinite.from_dict(analysis["nonfinite"]) if analysis.get("nonfinite")
+                 else count_nonfinite(z_MxN, tasks))
     r2 = analysis["r2"]
     svd = r2["svd"]
     parts = [
@@ -34,10 +60,12 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
         f"upstream example j rose after fine-tuning the base model on task i (positive: forgotten). "
         f"This matrix has **{m} tasks x {n} upstream examples** (`{matrix_path}`).",
         "",
-        f"- mean forgetting {np.nanmean(z_MxN):+.4f} nats per token; {100 * np.nanmean(z_MxN > 0):.1f}% of entries "
+        f"- mean forgetting {mean_all:+.4f} nats per token; {100 * positive_all:.1f}% of entries "
         f"are positive (forgotten)",
         f"- the most forgetting-inducing task raises NLL by {np.nanmax(row_mean):+.4f} on average, the least by "
         f"{np.nanmin(row_mean):+.4f}",
+    ] + ([f"- {nonfinite.describe('the matrix')}; the means and percentages in this report are over "
+          f"the {int(finite_count):,} finite entries"] if nonfinite.any else []) + [
         "",
         "## Low-rank structure",
         "",
@@ -60,7 +88,7 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
         "## Tasks that cause the most forgetting",
         "",
         markdown_table(["task", "mean Z", "forgotten"],
-               [[tasks[i], f"{row_mean[i]:+.4f}", f"{100 * np.nanmean(z_MxN[i] > 0):.0f}%"]
+               [[tasks[i], f"{row_mean[i]:+.4f}", f"{100 * row_forgotten[i]:.0f}%"]
                 for i in np.argsort(-row_mean)[:8]]),
         "",
         "## Upstream examples forgotten the most",
@@ -80,22 +108,26 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
     return "\n".join(parts)
 
 
-def write_report(directory: str, matrix_path: str, name: str, max_rank: int, workdir: str | None = None
-                 ) -> tuple[str, dict]:
+def write_report(directory: str, matrix_path: str, name: str, max_rank: int, workdir: str | None = None,
+                 predict: Any = None) -> tuple[str, dict]:
     """Runs the analysis of the matrix into directory/analysis and writes directory/report.md
     (an experiment's directory); returns (the report's path, the analysis). name: the experiment's;
     max_rank: of the truncated SVD fits (matrix.max_rank). The report names the matrix by its path
-    relative to `workdir` (default: `directory`).
+    relative to `workdir` (default: `directory`). predict: config.predict; with predict.report the
+    report gets its "Predicting forgetting" section (matrix/prediction_report.py) and the analysis
+    a "prediction" entry (the best methods and the headline).
 
     Reused as they are when the matrix file and the analysis settings are those they were made from.
     """
     from forgetting_jax.analysis.matrix_file import read_matrix_file
     from forgetting_jax.analysis.report import analyze_matrix
+    from forgetting_jax.matrix.prediction_report import prediction_section, settings_stamp
 
     analysis_dir = os.path.join(directory, "analysis")
     path = os.path.join(directory, "report.md")
     stamp_path = os.path.join(analysis_dir, "fingerprint.json")
-    stamp = {"matrix": file_fingerprint(matrix_path), "max_rank": int(max_rank), "name": name}
+    stamp = {"matrix": file_fingerprint(matrix_path), "max_rank": int(max_rank), "name": name,
+             "predict": settings_stamp(predict)}
     if os.path.isfile(path) and os.path.isfile(stamp_path):
         with open(stamp_path, encoding="utf-8") as f:
             if json.load(f) == stamp:
@@ -106,6 +138,13 @@ def write_report(directory: str, matrix_path: str, name: str, max_rank: int, wor
     ids = data["example_ids"]
     text = render_report(name, os.path.relpath(matrix_path, workdir or directory), analysis, data["Z"],
                          data["tasks"], ids, data.get("example_sources", [""] * len(ids)), "analysis")
+    if settings_stamp(predict) is not None:
+        section, result = prediction_section(data, predict, analysis_dir, "analysis")
+        text = text.rstrip("\n") + "\n\n" + section
+        if result is not None:
+            analysis["prediction"] = {"best": result["best"], "headline": result["headline"],
+                                      "pooled": {k: v["pooled"] for k, v in result["methods"].items()}}
+            write_json(os.path.join(analysis_dir, "fits.json"), json_safe(analysis))
     write_text(path, text)
     write_json(stamp_path, stamp)
     return path, analysis
@@ -126,6 +165,13 @@ def print_summary(summary) -> None:
         svd = list(r2["svd"].values())
         lines.append(f"  low rank R^2: additive {r2['additive']:.3f}, multiplicative {r2['multiplicative']:.3f}, "
                      f"rank 1-3 SVD {', '.join(f'{float(v):.3f}' for v in svd[:3])}")
+    prediction = (summary.analysis or {}).get("prediction")
+    if prediction and prediction["best"]["rmse"]:
+        best = prediction["best"]["rmse"]
+        pooled = prediction["pooled"]
+        others = ", ".join(f"{k} {v['rmse']:.4f}" for k, v in pooled.items() if k != best)
+        lines.append(f"  predicting forgetting of held-out tasks: {best} wins (pooled RMSE {pooled[best]['rmse']:.4f}; "
+                     f"{others})")
     if summary.report_path:
         lines.append(f"  report   {summary.report_path}   (figures in {os.path.dirname(summary.report_path)}/analysis)")
     lines.append(f"  latest   {os.path.join(summary.workdir, 'matrix', 'forgetting.npz')}"

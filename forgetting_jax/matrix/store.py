@@ -9,7 +9,8 @@ so experiments sharing a workspace never overwrite each other's files:
                         run loses at most the row in progress).
   forgetting.npz        Z [M, N] = ft_nll - base_nll, ft_nll [M, N], base_nll [N], tasks [M],
                         example_ids [N], example_sources [N]: the finished rows, in task order
-                        (`assemble`; the pipeline writes each experiment's own copy elsewhere).
+                        (`assemble`; the pipeline writes each experiment's own copy elsewhere),
+                        and the base model's representations (matrix/representations.py).
 
 Files of the earlier layout (`base_nll.npz`, `rows/<task>.npz`, keyed by name alone) are still
 read when their fingerprint is the one asked for, and copied to their fingerprint's place.
@@ -162,10 +163,12 @@ class MatrixStore:
                       fingerprint=np.asarray(fp))
 
     def assemble(self, rows: dict[str, np.ndarray], base_nll: np.ndarray, example_ids: Sequence[str],
-                 example_sources: Sequence[str], path: str | None = None) -> str:
+                 example_sources: Sequence[str], path: str | None = None,
+                 extras: dict[str, np.ndarray] | None = None) -> str:
         """Writes the matrix of finished rows {task: ft_nll [N]} (in the dict's order) to `path`
-        (default: forgetting.npz under the root). A file holding the same arrays already is left
-        as it is (its bytes, and whatever was derived from them, stay valid)."""
+        (default: forgetting.npz under the root), with `extras` (the representation arrays of
+        matrix/representations.py, rows in the same task order). A file holding the same arrays
+        already is left as it is (its bytes, and whatever was derived from them, stay valid)."""
         path = path or self.matrix_path
         tasks = list(rows)
         n = len(example_ids)
@@ -176,6 +179,7 @@ class MatrixStore:
         arrays = dict(Z=ft_MxN - base_N[None, :], ft_nll=ft_MxN, base_nll=base_N, tasks=np.asarray(tasks, dtype=str),
                       example_ids=np.asarray(example_ids, dtype=str),
                       example_sources=np.asarray(example_sources, dtype=str))
+        arrays.update({k: np.asarray(v) for k, v in (extras or {}).items()})
         if is_main() and not _holds(path, arrays):
             write_npz(path, **arrays)
         return path

@@ -63,15 +63,18 @@ def eval_mask(truth_N: jax.Array, obs_idx_K: jax.Array) -> jax.Array:
     return jnp.isfinite(truth_N).at[obs_idx_K].set(False)
 
 
-@functools.partial(jax.jit, static_argnames=("top_k",))
+@functools.partial(jax.jit, static_argnames=("top_k", "score_observed"))
 def batch_metrics(pred_BxN: jax.Array, truth_TxN: jax.Array, pos_B: jax.Array,
                   obs_idx_BxK: jax.Array, rank_cols_R: jax.Array, threshold: jax.Array,
-                  top_k: int) -> dict[str, jax.Array]:
-    """`row_metrics` of each pair of a batch; pair b is test row `pos_B[b]` of `truth_TxN`."""
+                  top_k: int, score_observed: bool = False) -> dict[str, jax.Array]:
+    """`row_metrics` of each pair of a batch; pair b is test row `pos_B[b]` of `truth_TxN`.
+
+    score_observed: also score the k observed entries (every finite entry of the row), as the
+    reference implementation computes its metrics; by default they are left out."""
 
     def one(pred_N, pos, obs_idx_K):
         truth_N = truth_TxN[pos]
-        ev = eval_mask(truth_N, obs_idx_K)
+        ev = jnp.isfinite(truth_N) if score_observed else eval_mask(truth_N, obs_idx_K)
         return row_metrics(pred_N, jnp.where(ev, truth_N, 0.0), ev, rank_cols_R, threshold,
                            top_k)
 

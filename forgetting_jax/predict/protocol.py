@@ -6,6 +6,15 @@ replacement; each method predicts the row from them; metrics are computed on the
 observed entries. The draw of a pair depends only on (seed, task row), so every method sees
 the same observed columns. Pairs run in fixed-size batches: one compiled call per batch for the
 draws, the completions and the metrics.
+
+`sampling="reference"` draws the observed columns as the paper's reference code does, so that
+its numbers can be reproduced: for seed s, `numpy.random.default_rng(s).choice(N, k)` (with
+replacement, so a column may repeat; it then counts twice) over all columns, the same columns for
+every test task, a missing observed value read as 0 (the reference runs on np.nan_to_num(Z)).
+With `score_observed` the metrics also cover the observed entries, as the reference's do.
+
+Non-finite entries are never dropped silently: the result's "nonfinite" counts them (NaN and
++-inf) in the training rows and in the test rows; every fit and metric leaves them out.
 """
 
 import functools
@@ -75,6 +84,15 @@ def _draw_batch(key_B, truth_TxN, pos_B, *, k):
     return jax.vmap(one)(key_B, pos_B)
 
 
+SAMPLINGS = ("uniform", "reference")
+
+
+def reference_columns(seeds_P: np.ndarray, n: int, k: int) -> np.ndarray:
+    """The reference code's observed columns of each pair [P, k]: default_rng(seed).choice(n, k)."""
+    by_seed = {int(s): np.random.default_rng(int(s)).choice(np.arange(n), k) for s in np.unique(seeds_P)}
+    return np.stack([by_seed[int(s)] for s in seeds_P]).astype(np.int32)
+
+
 def _auto_batch(n_pairs: int, n_cols: int) -> int:
     return int(max(1, min(n_pairs, PAIR_MEMORY_BUDGET // (n_cols * 4 * 10))))
 
@@ -83,12 +101,22 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
                  seeds: int = 10, threshold: float = 0.0, top_k: int = 100,
                  max_rank_columns: int = 50_000, pair_batch: int | None = None,
                  chunk_columns: int | None = None, base_seed: int = 0,
-                 log: Callable[[str], None] = _LOG.info) -> dict[str, Any]:
+                 log: Callable[[str], None] = _LOG.info, sampling: str = "uniform",
+                 score_observed: bool = False, tasks: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs every method over test tasks x seeds; returns per-pair metrics and timings.
 
+    sampling: "uniform" (the project's: k distinct observed columns per pair) or "reference"
+    (see the module docstring); score_observed: also score the observed entries. tasks: the
+    row names, for the non-finite counts.
+
     Returns {"pairs": {"task": [P], "seed": [P]}, "methods": {name: {"metrics": {metric: [P]},
-    "seconds": s, "fit_seconds": s}}, "settings": {...}}, pairs ordered task-major.
+    "seconds": s, "fit_seconds": s}}, "settings": {...}, "nonfinite": {"train": NonFinite
+    dict, "test": NonFinite dict}}, pairs ordered task-major.
     """
+    from forgetting_jax.analysis.nonfinite import count_nonfinite
+
+    if sampling not in SAMPLINGS:
+        raise ProtocolError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     m, n = z_MxN.shape
     test_idx = np.asarray(test_idx, np.int64)
     rows = np.ones(m, bool)
@@ -100,12 +128,21 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
     if seeds < 1:
         raise ProtocolError(f"seeds must be positive, got {seeds}")
     short = np.flatnonzero(observed <= k)
-    if len(short):
+    if len(short) and sampling == "uniform":
         i = short[0]
         raise ProtocolError(
             f"k={k} observed columns requested, but test row {int(test_idx[i])} has only "
             f"{int(observed[i])} observed entries (need more than k, to leave some to score)")
-    top_k = int(max(1, min(top_k, int(observed.min()) - k)))
+    if sampling == "reference" and k >= n:
+        raise ProtocolError(f"k={k} observed columns requested of a matrix with {n} columns")
+    top_k = int(max(1, min(top_k, int(observed.min()) - (0 if score_observed else k))))
+    names = list(tasks) if tasks is not None else [str(i) for i in range(m)]
+    train_idx = np.flatnonzero(rows)
+    nonfinite = {"train": count_nonfinite(z_MxN[train_idx], [names[i] for i in train_idx]),
+                 "test": count_nonfinite(truth_np, [names[i] for i in test_idx])}
+    for part, counts in nonfinite.items():
+        if counts.any:
+            log(f"{part} rows: {counts.describe('Z')}")
 
     chunks = ColumnChunks(z_MxN, rows, chunk_columns)
     truth = jnp.asarray(truth_np)
@@ -123,9 +160,15 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
 
     t0 = time.perf_counter()
     batches = []
+    ref_cols_PxK = reference_columns(seed_P, n, k) if sampling == "reference" else None
     for start in range(0, n_pairs, batch):
         sel = np.minimum(np.arange(start, start + batch), n_pairs - 1)  # pad with the last pair
-        obs_idx, obs_val = _draw_batch(keys_P[sel], truth, jnp.asarray(pos_P[sel]), k=k)
+        if ref_cols_PxK is None:
+            obs_idx, obs_val = _draw_batch(keys_P[sel], truth, jnp.asarray(pos_P[sel]), k=k)
+        else:
+            idx = ref_cols_PxK[sel]
+            val = np.take_along_axis(truth_np[pos_P[sel]], idx, axis=1)
+            obs_idx, obs_val = jnp.asarray(idx), jnp.asarray(np.where(np.isfinite(val), val, 0.0), jnp.float32)
         batches.append((sel, min(batch, n_pairs - start),
                         Batch(test_idx[pos_P[sel]], keys_P[sel], obs_idx, obs_val)))
     log(f"drew {k} observed columns for {n_pairs} pairs ({len(test_idx)} test tasks x {seeds} "
@@ -143,7 +186,7 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
             pred = method.complete(state, b, chunks)
             out = jax.device_get(batch_metrics(pred, truth, jnp.asarray(pos_P[sel]),
                                                b.obs_idx_BxK, rank_cols, jnp.float32(threshold),
-                                               top_k=top_k))
+                                               top_k=top_k, score_observed=score_observed))
             for key in per_pair:
                 per_pair[key][sel[:count]] = out[key][:count]
         seconds = time.perf_counter() - t0
@@ -155,7 +198,9 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
         "methods": results,
         "settings": {"k": k, "seeds": seeds, "threshold": threshold, "top_k": top_k,
                      "rank_metric_columns": int(rank_cols.shape[0]), "pair_batch": batch,
-                     "column_chunks": len(chunks), "base_seed": base_seed},
+                     "column_chunks": len(chunks), "base_seed": base_seed, "sampling": sampling,
+                     "score_observed": bool(score_observed)},
+        "nonfinite": {part: counts.as_dict() for part, counts in nonfinite.items()},
     }
 
 
@@ -164,9 +209,14 @@ def _mean(x: np.ndarray) -> float | None:
     return float(x.mean()) if x.size else None
 
 
+HEADLINE = ("pooled", "pooled over every scored entry of the test matrix (all test tasks and seeds), as the "
+            "paper reports RMSE and F1; the per-row means over (test task, seed) pairs stand beside them")
+
+
 def summarize(run: dict[str, Any], tasks: Sequence[str], per_task: bool = True
               ) -> dict[str, Any]:
-    """Means over test tasks and seeds (NaN-skipping), pooled metrics and per-task means."""
+    """Means over test tasks and seeds (NaN-skipping), pooled metrics (the headline, HEADLINE)
+    and per-task means."""
     task_P = run["pairs"]["task"]
     seed_P = run["pairs"]["seed"]
     out: dict[str, Any] = {}

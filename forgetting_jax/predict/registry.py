@@ -1,6 +1,6 @@
 """Method names of the protocol and how to build each one."""
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -8,16 +8,35 @@ from forgetting_jax.predict import baselines
 from forgetting_jax.predict.methods import CompletionConfig, FactorMethod, KnnMethod
 
 COMPLETION = ("additive", "multiplicative", "als", "knn")
-BASELINES = ("train_mean", "observed_mean", "random", "rep_sim")
-DEFAULT_METHODS = COMPLETION + BASELINES[:3]
+REPRESENTATION = ("rep_sim", "rep_dot")  # the forecasters of prior work, from representations
+BASELINES = ("train_mean", "observed_mean", "random")
+KNOWN = COMPLETION + REPRESENTATION + BASELINES
+DEFAULT_METHODS = COMPLETION + BASELINES
+
+# What each representation method reads from the matrix file.
+NEEDS = {
+    "rep_sim": ("task_embeddings", "example_embeddings"),
+    "rep_dot": ("task_example_last_hidden", "task_example_count", "example_last_hidden"),
+}
 
 
 def build_methods(names: Sequence[str], config: CompletionConfig = CompletionConfig(),
-                  task_embeddings: np.ndarray | None = None,
-                  example_embeddings: np.ndarray | None = None) -> dict[str, Any]:
-    """Method objects by name; `rep_sim` needs task and example embeddings."""
+                  representations: Mapping[str, np.ndarray] | None = None,
+                  rep_dot_config: Any = None) -> dict[str, Any]:
+    """Method objects by name.
+
+    representations: the matrix file's representation arrays (matrix/representations.py), which
+    rep_sim (task_embeddings [M, D], example_embeddings [N, D]) and rep_dot
+    (task_example_last_hidden [M, S, D], task_example_count [M], example_last_hidden [N, D])
+    need. rep_dot_config: a predict.rep_dot.RepDotConfig (default settings when None).
+    """
+    reps = dict(representations or {})
     out: dict[str, Any] = {}
     for name in names:
+        missing = [key for key in NEEDS.get(name, ()) if reps.get(key) is None]
+        if missing:
+            raise ValueError(f"method {name} needs {', '.join(missing)} in the matrix file (written by "
+                             "`forgetting-jax run` with matrix.representations)")
         if name == "additive":
             out[name] = FactorMethod(name, 0, True, config)
         elif name == "multiplicative":
@@ -33,11 +52,12 @@ def build_methods(names: Sequence[str], config: CompletionConfig = CompletionCon
         elif name == "random":
             out[name] = baselines.RandomForecast()
         elif name == "rep_sim":
-            if task_embeddings is None or example_embeddings is None:
-                raise ValueError("method rep_sim needs task_embeddings [M, D] and "
-                                 "example_embeddings [N, D]")
-            out[name] = baselines.RepresentationSimilarity(task_embeddings, example_embeddings)
+            out[name] = baselines.RepresentationSimilarity(reps["task_embeddings"], reps["example_embeddings"])
+        elif name == "rep_dot":
+            from forgetting_jax.predict.rep_dot import RepDot, RepDotConfig
+
+            out[name] = RepDot(reps["task_example_last_hidden"], reps["task_example_count"],
+                               reps["example_last_hidden"], rep_dot_config or RepDotConfig())
         else:
-            raise ValueError(f"unknown method {name!r}; known: "
-                             f"{', '.join(COMPLETION + BASELINES)}")
+            raise ValueError(f"unknown method {name!r}; known: {', '.join(KNOWN)}")
     return out

@@ -10,7 +10,9 @@
      of that row for the predictions;
   4. per test task and strategy: a fine-tuning run with replay (train/finetune.py with a
      replay/mixture.py mixture; fingerprinted and reused like any run), scored on the held-out set
-     (W/replay/heldout/rows/<task>.<strategy>/<fp>.npz);
+     (W/replay/heldout/rows/<task>.<strategy>/<fp>.npz); it runs train.steps optimizer steps, as
+     the plain run does (replayed examples take a share r / (1 + r) of the batch slots), or
+     ceil(train.steps (1 + r)) with replay.scale_steps (then it sees the plain run's task examples);
   5. the experiment's replay/results.json, table and figure (W/experiments/<name>/replay/),
      rebuilt from the finished runs' scores, and a section of its report.md; copies of them at
      W/replay/ and W/report.md (the most recent command's).
@@ -139,8 +141,8 @@ def make_mixture(setup: Setup, task: str, strategy: Strategy, truth_N: np.ndarra
         inputs["source"] = {"method": strategy.method, "k": int(rc.k), "columns": columns, "matrix": setup.z_train_MxN}
     else:  # online: random weights until the switch, then the probe's prediction
         logits = uniform
-        switch = max(1, round(float(rc.online_fraction) * mixed_steps(int(setup.config.train.steps),
-                                                                       replay_fraction(rc.ratio))))
+        switch = max(1, round(float(rc.online_fraction) * mixed_steps(
+            int(setup.config.train.steps), replay_fraction(rc.ratio), bool(rc.scale_steps))))
         inputs["online"] = {"method": strategy.method, "k": int(rc.k), "columns": columns, "switch_step": switch,
                             "matrix": setup.z_train_MxN, "completion": dataclasses.asdict(_completion(rc))}
     inputs["weights"] = logits
@@ -149,7 +151,8 @@ def make_mixture(setup: Setup, task: str, strategy: Strategy, truth_N: np.ndarra
                                   temperature, pool, seed, strategy.top)
     else:
         schedule = ReplaySchedule(logits, seed, strategy.top)
-    return ReplayMixture(setup.up.examples, schedule, rc.ratio, _fingerprinted(inputs), strategy.name)
+    return ReplayMixture(setup.up.examples, schedule, rc.ratio, _fingerprinted(inputs), strategy.name,
+                         scale_steps=bool(rc.scale_steps))
 
 
 def _fingerprinted(inputs: dict) -> dict:
@@ -194,8 +197,10 @@ def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = Non
                   {"dtype": config.matrix.dtype, "upstream": heldout_fp},
                   Completer(z_train, _completion(rc), int(rc.seed)))
     log.info("replay: %d test tasks x %d strategies; %d held-out upstream examples (never replayed), a pool of %d; "
-             "r = %s, T = %g", len(test_tasks), len(chosen), len(heldout), int(pool.sum()), replay_fraction(rc.ratio),
-             float(rc.temperature))
+             "r = %s, T = %g; %d optimizer steps per replay run (none: %d)", len(test_tasks), len(chosen), len(heldout),
+             int(pool.sum()), replay_fraction(rc.ratio), float(rc.temperature),
+             mixed_steps(int(config.train.steps), replay_fraction(rc.ratio), bool(rc.scale_steps)),
+             int(config.train.steps))
 
     ft_nll, truth = {}, {}
     for i, task in enumerate(test_tasks):
@@ -241,7 +246,7 @@ def summarize(config: Any, tasks: Sequence[str], chosen: Sequence[Strategy], for
     rc = config.replay
     confidence = float(rc.confidence)
     ratio = replay_fraction(rc.ratio)
-    steps = mixed_steps(int(config.train.steps), ratio)
+    steps = mixed_steps(int(config.train.steps), ratio, bool(rc.scale_steps))
     replayed = int(replay_positions(0, steps * int(config.train.batch_size), ratio)[0].sum())
     values = {s.name: np.asarray([forgetting[s.name][t] for t in tasks]) for s in chosen}
     names = [s.name for s in chosen]
@@ -267,9 +272,12 @@ def summarize(config: Any, tasks: Sequence[str], chosen: Sequence[Strategy], for
     return {
         "settings": {"ratio": str(ratio), "temperature": float(rc.temperature), "k": int(rc.k),
                      "num_heldout": num_heldout, "pool": int(pool_N.sum()), "seed": int(rc.seed),
-                     "train_steps": int(config.train.steps), "replay_steps": steps, "replayed_per_run": replayed,
+                     "train_steps": int(config.train.steps), "replay_steps": steps,
+                     "scale_steps": bool(rc.scale_steps), "replayed_per_run": replayed,
+                     "task_examples_per_run": steps * int(config.train.batch_size) - replayed,
                      "batch_size": int(config.train.batch_size), "confidence": confidence},
         "tasks": list(tasks), "strategies": names,
+        "steps": {s.name: int(config.train.steps) if s.kind == "none" else steps for s in chosen},
         "forgetting": {name: dict(forgetting[name]) for name in names},
         "summary": summary, "tests": tests, "prediction": prediction,
     }

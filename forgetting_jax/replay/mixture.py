@@ -6,11 +6,13 @@ exactly floor(G p) are upstream examples and the rest task examples: one upstrea
 1/r task examples, spread evenly (r = 1/8: positions 8, 17, 26, ...). Task positions take the
 task's examples in the order of `ExampleBatches` (a seeded permutation per epoch); replay slot u
 takes the upstream example `schedule.take(u)` (replay/sampler.py). Step s holds positions
-[s B, (s + 1) B) (B = train.batch_size examples), packed into rows like any step, and the run has
-ceil(steps (1 + r)) steps, so it sees the task examples a run without replay sees. Replayed
-examples keep their own loss masks: every token after the first for language-model text, the
-responses for instruction data. Everything is a function of the step number: a resumed run gets
-the batches of an uninterrupted one.
+[s B, (s + 1) B) (B = train.batch_size examples), packed into rows like any step. The run has
+train.steps optimizer steps, as a run without replay has: replayed examples take a share r / (1 + r)
+of the batch slots, so the run sees that many fewer task examples. With replay.scale_steps it has
+ceil(steps (1 + r)) steps instead, so it sees the task examples a run without replay sees (and runs
+more steps than it). Replayed examples keep their own loss masks: every token after the first for
+language-model text, the responses for instruction data. Everything is a function of the step
+number: a resumed run gets the batches of an uninterrupted one.
 """
 
 import math
@@ -42,9 +44,11 @@ def replay_positions(first: int, count: int, ratio: Fraction) -> tuple[np.ndarra
     return replay, np.where(replay, before[:-1], positions - before[:-1])
 
 
-def mixed_steps(steps: int, ratio: Fraction) -> int:
-    """ceil(steps (1 + r)): the steps of a run that sees `steps` steps' worth of task examples."""
-    return math.ceil(steps * (1 + ratio))
+def mixed_steps(steps: int, ratio: Fraction, scale_steps: bool = False) -> int:
+    """The optimizer steps of a replay run given train.steps: `steps` (the default: the steps of a
+    run without replay); scale_steps: ceil(steps (1 + r)), the steps of a run that sees `steps`
+    steps' worth of task examples."""
+    return math.ceil(steps * (1 + ratio)) if scale_steps else int(steps)
 
 
 class MixedBatches:
@@ -86,18 +90,22 @@ class ReplayMixture:
     upstream: the upstream examples (schedule indices point into it). schedule: `take(slots)`, and
     optionally `bind(run_dir, ratio, batch_size)` and `after_step(step, params_fn)` (online
     strategies, which decide later slots from the parameters of an early step). inputs: the
-    fingerprint's share: strategy, weights' source, r, T, seed.
+    fingerprint's share: strategy, weights' source, r, T, seed; r and scale_steps are added here.
+    scale_steps: run ceil(steps (1 + r)) optimizer steps instead of train.steps (`mixed_steps`).
     """
 
-    def __init__(self, upstream: Sequence[Example], schedule: Any, ratio: float, inputs: dict, label: str = "replay"):
+    def __init__(self, upstream: Sequence[Example], schedule: Any, ratio: float, inputs: dict, label: str = "replay",
+                 scale_steps: bool = False):
         self.upstream = list(upstream)
         self.schedule = schedule
         self.ratio = replay_fraction(ratio)
-        self.inputs = dict(inputs, ratio=str(self.ratio))
+        self.scale_steps = bool(scale_steps)
+        self.inputs = dict(inputs, ratio=str(self.ratio), scale_steps=self.scale_steps)
         self.label = label
 
     def total_steps(self, steps: int) -> int:
-        return mixed_steps(steps, self.ratio)
+        """The run's optimizer steps given train.steps (`mixed_steps`)."""
+        return mixed_steps(steps, self.ratio, self.scale_steps)
 
     def describe(self) -> str:
         return f"{self.label}: one upstream example per {float(1 / self.ratio):g} task examples"

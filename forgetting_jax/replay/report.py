@@ -26,18 +26,33 @@ def _p(x: Any) -> str:
     return "n/a" if x is None else f"{x:.3g}"
 
 
+def _steps_sentence(s: dict) -> str:
+    """How many optimizer steps the runs had, and what that means for the task examples they saw."""
+    batch, replay_steps, train_steps = s["batch_size"], s["replay_steps"], s["train_steps"]
+    task_examples = s.get("task_examples_per_run", replay_steps * batch - s["replayed_per_run"])
+    if replay_steps == train_steps:
+        return (f"Every strategy, none included, ran {train_steps} optimizer steps of {batch} examples: replayed "
+                f"examples took {s['replayed_per_run']} of a replay run's {replay_steps * batch} batch slots, so it "
+                f"saw {task_examples} task examples to none's {train_steps * batch}.")
+    return (f"Replay runs ran {replay_steps} optimizer steps of {batch} examples, none {train_steps} "
+            f"(replay.scale_steps: train.steps x (1 + r)), so a replay run saw {task_examples} task examples to "
+            f"none's {train_steps * batch}.")
+
+
 def render_section(results: dict, figure: str) -> str:
     """Markdown: what was run, the per-strategy table, the paired tests, per-task values, figure."""
     s = results["settings"]
     tasks, names = results["tasks"], results["strategies"]
     level = f"{100 * s['confidence']:.0f}%"
     summary = results["summary"]
+    steps = results.get("steps", {})
     rows = []
     for name in names:
         e = summary[name]
         ci = f"[{_num(e['ci_low'])}, {_num(e['ci_high'])}]" if e["ci_low"] is not None else "n/a"
         reduction = e.get("reduction_vs_none")
-        rows.append([name, _num(e["mean"]), ci, "" if reduction is None else f"{100 * reduction:.0f}%"])
+        rows.append([name, _num(e["mean"]), ci, "" if reduction is None else f"{100 * reduction:.0f}%",
+                     str(steps.get(name, "n/a"))])
     tests = [[f"{t['strategy']} vs {t['reference']}", _num(t["difference_mean"]),
               f"[{_num(t['difference_ci_low'])}, {_num(t['difference_ci_high'])}]" if t["difference_ci_low"] is not None
               else "n/a", f"{t['a_lower']}/{t['n']}", _p(t["t_p"]), _p(t["wilcoxon_p"])] for t in results["tests"]]
@@ -48,13 +63,13 @@ def render_section(results: dict, figure: str) -> str:
         "",
         f"Each of {len(tasks)} new tasks (none of them a row of the matrix) was fine-tuned again with upstream "
         f"examples replayed: one per {float(1 / Fraction(s['ratio'])):g} task examples (r = {s['ratio']}, "
-        f"{s['replay_steps']} steps instead of {s['train_steps']}, {s['replayed_per_run']} replayed examples per run), "
-        f"drawn without replacement with probability softmax(score / T), T = {s['temperature']:g}, from a pool of "
-        f"{s['pool']} upstream examples. Forgetting is the mean NLL increase over the base model on "
-        f"{s['num_heldout']} held-out upstream examples that are never replayed. Predicted scores complete each "
-        f"task's row from k = {s['k']} observed entries with the matrix's rows; ground_truth uses the true row.",
+        f"{s['replayed_per_run']} replayed examples per run), drawn without replacement with probability "
+        f"softmax(score / T), T = {s['temperature']:g}, from a pool of {s['pool']} upstream examples. Forgetting is "
+        f"the mean NLL increase over the base model on {s['num_heldout']} held-out upstream examples that are never replayed. Predicted scores complete each "
+        f"task's row from k = {s['k']} observed entries with the matrix's rows; ground_truth uses the true row. "
+        + _steps_sentence(s),
         "",
-        markdown_table(["strategy", "mean forgetting", f"{level} CI", "reduction vs none"], rows),
+        markdown_table(["strategy", "mean forgetting", f"{level} CI", "reduction vs none", "optimizer steps"], rows),
         "",
         f"Paired across the {len(tasks)} tasks (difference = strategy - reference; negative: less forgetting; "
         "'lower in' counts the tasks where the strategy forgot less):",

@@ -90,20 +90,29 @@ def make_score_step(config: ModelConfig, shape: ScoreShape) -> Callable:
 
 
 def make_embed_step(config: ModelConfig, shape: ScoreShape) -> Callable:
-    """step(params, tokens, targets, loss_mask, segment_ids, positions) -> (hidden_sum_RxSxD, count_RxS).
+    """step(params, tokens, targets, loss_mask, segment_ids, positions)
+    -> (hidden_sum_RxSxD, count_RxS, last_RxSxD).
 
-    Sums of the final hidden states (fp32) over every token of each example, for mean pooling.
+    Per packed example (row r, segment s), from the final hidden states (fp32): their sum over
+    every token of the example (for mean pooling), its token count, and the hidden state at its
+    last token (the representation of last-token forecasters).
     """
     model = Decoder(config)
 
     def step(params, tokens_RxL, targets_RxL, loss_mask_RxL, segment_ids_RxL, positions_RxL):
         del targets_RxL, loss_mask_RxL
         hidden_RxLxD = model.apply({"params": params}, tokens_RxL, positions_RxL, segment_ids_RxL)
+        hidden_RxLxD = hidden_RxLxD.astype(jnp.float32)
         real_RxL = segment_ids_RxL > 0
-        sums = jax.vmap(lambda h_RxL: segment_sums(h_RxL, real_RxL, segment_ids_RxL, shape.max_segments),
-                        in_axes=2, out_axes=2)(hidden_RxLxD.astype(jnp.float32))
+        # An example's last token: the next slot holds another segment (or padding, or the row ends).
+        next_RxL = jnp.pad(segment_ids_RxL[:, 1:], ((0, 0), (0, 1)))
+        last_RxL = real_RxL & (next_RxL != segment_ids_RxL)
+        per_dim = jax.vmap(lambda h_RxL, m_RxL: segment_sums(h_RxL, m_RxL, segment_ids_RxL, shape.max_segments),
+                           in_axes=(2, None), out_axes=2)
+        sums = per_dim(hidden_RxLxD, real_RxL)
+        last = per_dim(hidden_RxLxD, last_RxL)
         count_RxS = segment_sums(real_RxL.astype(jnp.float32), real_RxL, segment_ids_RxL, shape.max_segments)
-        return sums, count_RxS
+        return sums, count_RxS, last
 
     return step
 
@@ -312,10 +321,20 @@ class Scorer:
             mean = np.where(count > 0, nll_sum / np.maximum(count, 1), np.nan).astype(np.float32)
         return mean, count, stats
 
+    def represent(self, examples: Sequence[Example], shape: ScoreShape | None = None,
+                  tokens_per_batch: int = 16384, progress: Callable[[ScoreStats], None] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, ScoreStats]:
+        """Each example's mean final hidden state over its tokens and its final hidden state at
+        its last token: float32 [N, D] each, input order; one pass over packed batches."""
+        if not len(examples):
+            empty = np.zeros((0, self.config.hidden_size), np.float32)
+            return empty, empty.copy(), ScoreStats(shape=shape)
+        (hidden_sum, count, last), stats = self._run("embed", examples, shape, tokens_per_batch, progress)
+        mean = (hidden_sum / np.maximum(count, 1)[:, None]).astype(np.float32)
+        return mean, last.astype(np.float32), stats
+
     def embed(self, examples: Sequence[Example], shape: ScoreShape | None = None, tokens_per_batch: int = 16384,
               progress: Callable[[ScoreStats], None] | None = None) -> tuple[np.ndarray, ScoreStats]:
         """Mean final hidden state of each example's tokens, float32 [N, D], input order."""
-        if not len(examples):
-            return np.zeros((0, self.config.hidden_size), np.float32), ScoreStats(shape=shape)
-        (hidden_sum, count), stats = self._run("embed", examples, shape, tokens_per_batch, progress)
-        return (hidden_sum / np.maximum(count, 1)[:, None]).astype(np.float32), stats
+        mean, _, stats = self.represent(examples, shape, tokens_per_batch, progress)
+        return mean, stats

@@ -45,3 +45,26 @@ def test_analyze_bad_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "missing field 'tasks'" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_analyze_counts_nonfinite_entries(tmp_path):
+    z = planted.planted_matrix(6, 60, kind="low_rank", rank=1, noise=0.05, seed=1)
+    z[2, [0, 5]] = np.inf  # a diverged run
+    z[4, 9] = -np.inf
+    z[2, 7] = np.nan  # a missing score
+    z[0, 1:4] = np.nan
+    path = tmp_path / "m.npz"
+    np.savez(path, Z=z, tasks=np.array([f"t{i}" for i in range(6)]))
+    out = tmp_path / "out"
+    proc = _analyze(f"--matrix={path}", f"--output={out}", "--max_rank=2")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / "fits.json").read_text())
+    assert res["nonfinite"] == {"count": 7, "nan": 4, "posinf": 2, "neginf": 1, "total": 360,
+                                "rows_affected": {"t0": 3, "t2": 3, "t4": 1}}
+    assert res["observed_fraction"] == pytest.approx(353 / 360)
+    assert res["mean"] is not None and np.isfinite(res["mean"])
+    assert all(np.isfinite(v) for v in res["r2"]["svd"].values())
+    log = proc.stdout + proc.stderr
+    assert ("has 7 non-finite entries of 360 (2 +inf, 1 -inf, 4 NaN) in 3 tasks "
+            "(t0: 3, t2: 3, t4: 1); they are left out of every fit and metric") in log, log
+    assert "WARNING" in log.split("non-finite entries")[0].splitlines()[-1], log

@@ -56,7 +56,10 @@ def test_every_strategy_runs_and_the_results_are_reported(finished):
     compared = {(t["strategy"], t["reference"]) for t in results["tests"]}
     assert {("predicted:additive", "random"), ("predicted:additive", "none"), ("random", "none")} <= compared
     settings = results["settings"]
-    assert settings["replay_steps"] == 8 and settings["replayed_per_run"] == 12 and settings["pool"] == 35
+    # train.steps = 6 for every strategy (scale_steps off): 48 slots, one in 5 replayed at r = 1/4
+    assert settings["replay_steps"] == settings["train_steps"] == 6 and settings["scale_steps"] is False
+    assert settings["replayed_per_run"] == 9 and settings["pool"] == 35
+    assert results["steps"] == {name: 6 for name in STRATEGIES}
     with open(os.path.join(workdir, "replay", "results.json")) as f:
         assert json.load(f)["strategies"] == list(STRATEGIES)
     assert os.path.getsize(os.path.join(workdir, "replay", "replay.png")) > 1000
@@ -87,11 +90,15 @@ def test_replay_runs_are_fingerprinted_runs_and_never_replay_the_heldout_set(fin
     assert os.path.isfile(os.path.join(runs["online:additive"], "replay_probe.npz"))
     with open(os.path.join(runs["random"], "fingerprint.json")) as f:
         record = json.load(f)
-    assert record["steps"] == 8 and record["inputs"]["mixture"]["ratio"] == "1/4"
+    assert record["steps"] == 6 and record["inputs"]["mixture"]["ratio"] == "1/4"
+    assert record["inputs"]["mixture"]["scale_steps"] is False
+    for d in runs.values():  # every strategy, none included, trained train.steps optimizer steps
+        with open(os.path.join(d, "fingerprint.json")) as f:
+            assert json.load(f)["steps"] == 6
 
     base_nll = np.load(os.path.join(workdir, "matrix", "forgetting.npz"))["base_nll"]
     heldout, pool = split_upstream(base_nll, 15, 0)
-    assert len(replayed) == 2 * 4 * 12  # 2 tasks x 4 replay strategies x 12 slots
+    assert len(replayed) == 2 * 4 * 9  # 2 tasks x 4 replay strategies x 9 slots
     assert not set(replayed) & set(heldout.tolist()) and pool[replayed].all()
 
 

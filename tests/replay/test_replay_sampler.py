@@ -1,6 +1,7 @@
 """The replay sampler and mixture: draws follow softmax(score / T) without replacement, held-out
 examples are never drawn, a resumed stream equals the uninterrupted one, the ratio is exact."""
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -85,7 +86,8 @@ def test_the_mixture_ratio_is_exact(ratio, period):
         np.testing.assert_array_equal(w_replay, replay[first:first + 50])
         np.testing.assert_array_equal(w_index, index[first:first + 50])
     steps, batch = 100, 8
-    total = mixed_steps(steps, r)
+    assert mixed_steps(steps, r) == steps  # the default: the optimizer steps of a run without replay
+    total = mixed_steps(steps, r, scale_steps=True)
     assert total == -(-steps * period // (period - 1))
     replay, _ = replay_positions(0, total * batch, r)
     assert (~replay).sum() >= steps * batch > (~replay).sum() - batch  # the task examples of `steps` steps
@@ -104,9 +106,9 @@ SETTINGS = BatchSettings(batching="examples", batch_size=8, micro_batches=2, mic
                          max_segments=8, seed=3)
 
 
-def _mixture(schedule):
+def _mixture(schedule, scale_steps=False):
     upstream = _examples("u", 30, 1)
-    return ReplayMixture(upstream, schedule, 1 / 8, {"strategy": "test"}), upstream
+    return ReplayMixture(upstream, schedule, 1 / 8, {"strategy": "test"}, scale_steps=scale_steps), upstream
 
 
 def test_a_resumed_stream_equals_the_uninterrupted_one(tmp_path):
@@ -115,7 +117,8 @@ def test_a_resumed_stream_equals_the_uninterrupted_one(tmp_path):
     mixture, upstream = _mixture(ReplaySchedule(logits, [0, 1]))
     batches = mixture.batches(tasks, SETTINGS, str(tmp_path))
     total = mixture.total_steps(20)
-    assert total == 23
+    assert total == 20  # the steps of a run without replay; with scale_steps, ceil(20 x 9 / 8)
+    assert _mixture(ReplaySchedule(logits, [0, 1]), scale_steps=True)[0].total_steps(20) == 23
     uninterrupted = [batches.batch(step) for step in range(total)]
     resumed_mixture, _ = _mixture(ReplaySchedule(logits, [0, 1]))
     resumed = resumed_mixture.batches(tasks, SETTINGS, str(tmp_path))
@@ -124,7 +127,7 @@ def test_a_resumed_stream_equals_the_uninterrupted_one(tmp_path):
         for field in ("tokens", "targets", "loss_mask", "segment_ids", "positions", "example_index"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     kinds = np.concatenate([batches.step_slots(step)[0] for step in range(total)])
-    assert kinds.sum() == total * 8 // 9 and (~kinds).sum() >= 20 * 8
+    assert kinds.sum() == total * 8 // 9 == 17 and (~kinds).sum() == 20 * 8 - 17
     replay, index = batches.step_slots(0)  # stream positions 0-7: task positions 0-7
     assert not replay.any() and index.tolist() == batches.tasks.stream(0, 8)
     replay, index = batches.step_slots(1)  # position 8 is replay slot 0, then task positions 8-14
@@ -180,13 +183,67 @@ def test_strategy_names():
             parse_strategy(bad)
 
 
+T_975_DF5 = 2.570582  # the 0.975 quantile of Student's t with 5 degrees of freedom (statistical tables)
+
+
+def _t_two_sided_p_df5(t: float) -> float:
+    """Two-sided p of Student's t with 5 degrees of freedom, closed form (Abramowitz & Stegun 26.7.3):
+    P(|T| < t) = 2/pi (theta + sin theta (cos theta + 2/3 cos^3 theta)), theta = atan(|t| / sqrt(5))."""
+    theta = math.atan(abs(t) / math.sqrt(5))
+    return 1 - 2 / math.pi * (theta + math.sin(theta) * (math.cos(theta) + 2 / 3 * math.cos(theta) ** 3))
+
+
+def _sd(x) -> float:
+    m = sum(x) / len(x)
+    return math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1))
+
+
+def test_confidence_intervals_follow_the_t_formula():
+    a = [0.50, 0.42, 0.61, 0.55, 0.47, 0.52]
+    ci = mean_ci(np.array(a), 0.95)
+    mean, half = sum(a) / 6, T_975_DF5 * _sd(a) / math.sqrt(6)
+    assert ci["n"] == 6 and ci["mean"] == pytest.approx(mean, rel=1e-12)
+    assert ci["ci_low"] == pytest.approx(mean - half, rel=1e-6)
+    assert ci["ci_high"] == pytest.approx(mean + half, rel=1e-6)
+    assert mean_ci(np.array([0.3, np.nan]))["ci_low"] is None and mean_ci(np.array([0.3, np.nan]))["mean"] == 0.3
+
+
 def test_paired_statistics():
     a = np.array([0.50, 0.42, 0.61, 0.55, 0.47, 0.52])
     b = a + np.array([0.05, 0.03, 0.06, 0.02, 0.04, 0.05])
-    ci = mean_ci(a, 0.95)
-    assert ci["ci_low"] < ci["mean"] < ci["ci_high"] and ci["mean"] == pytest.approx(a.mean())
+    d = [float(x) for x in a - b]
     test = paired_tests(a, b)
-    assert test["a_lower"] == 6 and test["difference_mean"] == pytest.approx(-0.0417, abs=1e-3)
-    assert test["t_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
-    assert test["wilcoxon_p"] == pytest.approx(0.03125)
-    assert paired_tests(a, a)["t_p"] is None
+    assert test["n"] == 6 and test["a_lower"] == 6
+    # the paired t statistic mean(d) / (sd(d) / sqrt(n)), its p and the CI of mean(d), by hand
+    mean, se = sum(d) / 6, _sd(d) / math.sqrt(6)
+    assert mean == pytest.approx(-0.25 / 6) and se == pytest.approx(0.0060093, rel=1e-4)
+    assert test["difference_mean"] == pytest.approx(mean, rel=1e-12)
+    assert test["t"] == pytest.approx(mean / se, rel=1e-9) and test["t"] == pytest.approx(-6.934, abs=1e-3)
+    assert test["t_p"] == pytest.approx(_t_two_sided_p_df5(mean / se), rel=1e-6)
+    assert test["t_p"] == pytest.approx(0.000958, abs=1e-6)
+    assert test["difference_ci_low"] == pytest.approx(mean - T_975_DF5 * se, rel=1e-6)
+    assert test["difference_ci_high"] == pytest.approx(mean + T_975_DF5 * se, rel=1e-6)
+    # Wilcoxon: every difference negative, so W = min(W+, W-) = 0 and the exact two-sided p is
+    # 2 / 2^6 (only the all-negative and all-positive sign patterns are as extreme)
+    assert test["wilcoxon"] == 0 and test["wilcoxon_p"] == pytest.approx(2 / 64)
+    assert paired_tests(a, a)["t_p"] is None and paired_tests(a, a)["wilcoxon_p"] is None
+
+
+def test_wilcoxon_signed_rank_by_enumeration():
+    # differences 1.5, -0.5, 2.5, -3.5, 4.5, 5.5: |d| ranks 2, 1, 3, 4, 5, 6, so W+ = 2+3+5+6 = 16 and
+    # W- = 1+4 = 5; W = min = 5. Exact two-sided p: the share of the 2^6 equally likely sign patterns
+    # whose W+ is at most 5 or at least 21 - 5 = 16.
+    d = [1.5, -0.5, 2.5, -3.5, 4.5, 5.5]
+    b = np.array([0.2, 0.9, 0.1, 0.7, 0.4, 0.3])
+    test = paired_tests(b + np.array(d), b)
+    ranks = {abs(x): r for r, x in enumerate(sorted(d, key=abs), start=1)}
+    w_plus = sum(ranks[abs(x)] for x in d if x > 0)
+    w_minus = sum(ranks[abs(x)] for x in d if x < 0)
+    assert (w_plus, w_minus) == (16, 5)
+    extreme = 0
+    for signs in range(1 << 6):
+        w = sum(r for r in range(1, 7) if signs >> (r - 1) & 1)
+        extreme += w <= 5 or w >= 16
+    assert extreme == 20
+    assert test["wilcoxon"] == pytest.approx(5.0) and test["wilcoxon_p"] == pytest.approx(extreme / 64)
+    assert test["a_lower"] == 2 and test["n"] == 6

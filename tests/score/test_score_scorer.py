@@ -99,12 +99,19 @@ def test_bf16_scores_close_to_fp32(params):
 
 
 def test_embed_is_the_mean_hidden_state_of_each_example(params):
+    """Packed several to a row, each example's mean and last-token final hidden states equal
+    those of the example run alone."""
     examples = random_examples(5, 9)
-    embeddings, _ = Scorer(CONFIG, params).embed(examples, ScoreShape(rows_per_batch=2, row_length=64,
-                                                                         max_segments=4))
+    scorer = Scorer(CONFIG, params)
+    shape = ScoreShape(rows_per_batch=2, row_length=64, max_segments=4)
+    embeddings, _ = scorer.embed(examples, shape)
+    means, lasts, _ = scorer.represent(examples, shape)
+    np.testing.assert_array_equal(means, embeddings)
     hidden_fn = jax.jit(lambda p, ids_1xL: Decoder(CONFIG).apply({"params": p}, ids_1xL)[0])
-    for (ids, _), got in zip(examples, embeddings):
+    for (ids, _), got, last in zip(examples, embeddings, lasts):
         padded = np.zeros((1, 64), np.int32)  # right-padded: causal attention keeps the example's states
         padded[0, :len(ids)] = ids
         hidden = np.asarray(hidden_fn(params, jnp.asarray(padded)))[:len(ids)]
         np.testing.assert_allclose(got, hidden.mean(0), atol=1e-5)
+        np.testing.assert_allclose(last, hidden[-1], atol=1e-5)
+        assert not np.allclose(last, hidden[-2], atol=1e-3)  # the last token, not its neighbour

@@ -1,0 +1,157 @@
+"""The "Predicting forgetting" section of an experiment's report: the paper's protocol on the
+matrix just built (config.predict: test fraction, k, seeds, methods), comparing matrix completion
+with the representation forecasters of prior work and the reference forecasters.
+
+It writes analysis/prediction.json (the `forgetting-jax predict` results JSON) and
+analysis/prediction.png, and returns the markdown. A matrix too small for the protocol (fewer
+than 2 tasks, or a test row with at most k observed entries) gets a section that says so.
+"""
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from forgetting_jax.utils.io import write_json
+
+log = logging.getLogger("forgetting_jax.run")
+
+
+def comparison_settings(predict: Any, data: dict) -> Any:
+    """The ComparisonSettings of config.predict; methods whose inputs the file lacks are dropped
+    (with a note in the log) rather than failing the report."""
+    from forgetting_jax.predict import comparison, registry
+
+    methods = []
+    for name in predict.methods:
+        missing = [key for key in registry.NEEDS.get(name, ()) if data.get(key) is None]
+        if missing:
+            log.info("prediction report: %s left out (the matrix file has no %s; matrix.representations)",
+                     name, ", ".join(missing))
+        else:
+            methods.append(name)
+    return comparison.ComparisonSettings(
+        methods=tuple(methods), k=int(predict.k), seeds=int(predict.seeds), threshold=float(predict.threshold),
+        split_seed=int(predict.split_seed), per_task=False,
+        rep_dot=comparison.rep_dot_config(predict.rep_dot_steps, predict.rep_dot_lr))
+
+
+def prediction_section(data: dict, predict: Any, analysis_dir: str, figures_dir: str) -> tuple[str, dict | None]:
+    """(markdown of the section, the results JSON or None when the protocol cannot run)."""
+    from forgetting_jax.predict import comparison, protocol
+
+    from forgetting_jax.matrix.report import markdown_table
+
+    header = ["## Predicting forgetting", ""]
+    settings = comparison_settings(predict, data)
+    z = data["Z"]
+    try:
+        test_idx = protocol.select_test_tasks(data["tasks"], None, float(predict.test_fraction),
+                                              int(predict.split_seed))
+        observed = np.isfinite(z[test_idx]).sum(1)
+        if (observed <= settings.k).any():
+            raise protocol.ProtocolError(f"a test task has {int(observed.min())} observed entries, not more "
+                                         f"than k = {settings.k}")
+        result = comparison.compare(data, test_idx, settings)
+    except (protocol.ProtocolError, ValueError) as err:
+        return "\n".join(header + [f"The protocol did not run on this matrix: {err}.", ""]), None
+    write_json(os.path.join(analysis_dir, "prediction.json"), _json_safe(result))
+    figure = os.path.join(analysis_dir, "prediction.png")
+    _figure(result, figure)
+
+    rows = []
+    for name, entry in result["methods"].items():
+        pooled = entry["pooled"]
+        rows.append([name, _kind(name), f"{pooled['rmse']:.4f}", f"{pooled['f1']:.3f}", _fmt(entry["rmse"], 4),
+                     _fmt(entry["f1"], 3), _fmt(entry["auc"], 3), f"{entry['seconds']:.2f}"])
+    best = result["best"]
+    nonfinite = result["nonfinite"]
+    m, n = z.shape
+    parts = header + [
+        f"Can the forgetting of an unseen task be predicted before fine-tuning on it? {len(test_idx)} of the "
+        f"{m} tasks are held out (a seeded {100 * float(predict.test_fraction):.0f}%); every method learns from "
+        f"the other {m - len(test_idx)} rows only. Matrix completion sees k = {settings.k} entries of each test "
+        f"row (scored after fine-tuning on it: {settings.k} forward passes instead of {n}), drawn {settings.seeds} "
+        "times; the representation forecasters of prior work predict from the base model's representations of "
+        "the task's and the upstream examples alone. Metrics are on the entries not observed; forgotten = "
+        f"Z > {settings.threshold:g} for F1 and AUC.",
+        "",
+        f"Headline figures: **{result['headline']['metrics']}** ({result['headline']['why']}).",
+        "",
+        markdown_table(["method", "kind", "RMSE (pooled)", "F1 (pooled)", "RMSE (row mean)", "F1 (row mean)",
+                        "AUC (row mean)", "seconds"], rows),
+        "",
+    ]
+    if best["rmse"] is not None:
+        parts += [f"**{best['rmse']}** predicts best by pooled RMSE and **{best['f1']}** by pooled F1."]
+        rep = [name for name in ("rep_sim", "rep_dot") if name in result["methods"]]
+        completion = [name for name in ("additive", "multiplicative", "als", "knn") if name in result["methods"]]
+        if rep and completion:
+            best_rep = min(rep, key=lambda k: result["methods"][k]["pooled"]["rmse"])
+            best_completion = min(completion, key=lambda k: result["methods"][k]["pooled"]["rmse"])
+            a, b = (result["methods"][k]["pooled"]["rmse"] for k in (best_completion, best_rep))
+            verdict = "beats" if a < b else "does not beat"
+            parts += ["", f"Matrix completion ({best_completion}, RMSE {a:.4f}) {verdict} the best representation "
+                      f"forecaster ({best_rep}, RMSE {b:.4f}) on this matrix."]
+    for part in ("train", "test"):
+        if nonfinite[part]["count"]:
+            from forgetting_jax.analysis.nonfinite import NonFinite
+
+            parts += ["", f"- {part} rows: {NonFinite.from_dict(nonfinite[part]).describe('Z')}."]
+    parts += ["", f"![prediction]({os.path.join(figures_dir, 'prediction.png')})", "",
+              f"All figures, per-row statistics and settings: `{os.path.join(figures_dir, 'prediction.json')}`; "
+              "`forgetting-jax predict` runs the same protocol with other settings.", ""]
+    return "\n".join(parts), result
+
+
+def _kind(name: str) -> str:
+    from forgetting_jax.predict import registry
+
+    if name in registry.COMPLETION:
+        return "completion"
+    if name in registry.REPRESENTATION:
+        return "representation (prior work)"
+    return "reference"
+
+
+def _fmt(x, digits: int) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _json_safe(result: dict) -> Any:
+    from forgetting_jax.analysis.stats import json_safe
+
+    return json_safe(result)
+
+
+def _figure(result: dict, path: str) -> None:
+    """Pooled RMSE and F1 per method, side by side."""
+    from forgetting_jax.analysis.figures import plt
+
+    names = list(result["methods"])
+    rmse = [result["methods"][k]["pooled"]["rmse"] for k in names]
+    f1 = [result["methods"][k]["pooled"]["f1"] for k in names]
+    colours = ["tab:blue" if _kind(k) == "completion" else "tab:orange" if _kind(k).startswith("rep")
+               else "tab:gray" for k in names]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, values, label in ((axes[0], rmse, "RMSE (pooled, lower is better)"),
+                              (axes[1], f1, "F1 (pooled, higher is better)")):
+        ax.bar(range(len(names)), values, color=colours)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=9)
+    fig.suptitle("forgetting prediction of held-out tasks: completion (blue), representations (orange), "
+                 "reference (grey)", fontsize=9)
+    fig.tight_layout()
+    from forgetting_jax.utils.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def settings_stamp(predict: Any) -> dict | None:
+    """What the section depends on besides the matrix (part of the report's reuse stamp)."""
+    return None if predict is None or not predict.report else dataclasses.asdict(predict)

@@ -1,0 +1,124 @@
+"""The comparison of forgetting forecasters on one matrix: what `forgetting-jax predict` writes and
+the report's "Predicting forgetting" section shows.
+
+`compare` builds the methods (completion, the representation forecasters of prior work, the
+reference forecasters), runs the protocol (predict/protocol.py) on the matrix file's arrays and
+returns the results JSON:
+
+  {"methods": {NAME: {rmse, f1, precision, recall, auc, spearman, precision_at_k (means over
+   (test task, seed) pairs), "pooled": {rmse, f1, precision, recall} (over every scored entry),
+   seconds, fit_seconds, rmse_std_over_seeds, per_task}},
+   "headline": {"metrics": "pooled", "why": ...}, "best": {"rmse": NAME, "f1": NAME},
+   "test_tasks": [...], "nonfinite": {"train": ..., "test": ...}, "settings": {...}}
+"""
+
+import dataclasses
+import logging
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from forgetting_jax.predict import protocol, registry
+from forgetting_jax.predict.methods import CompletionConfig
+
+log = logging.getLogger("forgetting_jax.predict")
+
+# Forecasters that use no information about the test task: reference points, never "the winner".
+REFERENCE_POINTS = ("train_mean", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonSettings:
+    """Settings of one comparison (the `predict` command's flags, the report's config.predict)."""
+
+    methods: tuple[str, ...] | None = None  # None: every method the file has what it needs for
+    k: int = 30
+    seeds: int = 10
+    threshold: float = 0.0
+    top_k: int = 100
+    max_rank_columns: int = 50_000
+    pair_batch: int | None = None
+    chunk_columns: int | None = None
+    split_seed: int = 0
+    sampling: str = "uniform"
+    score_observed: bool = False
+    per_task: bool = True
+    completion: CompletionConfig = CompletionConfig()
+    rep_dot: Any = None  # predict.rep_dot.RepDotConfig; None: its defaults
+
+
+def available_methods(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every method of the registry whose inputs the matrix file holds (random left out)."""
+    names = [m for m in registry.KNOWN if m != "random"]
+    return tuple(m for m in names if all(data.get(key) is not None for key in registry.NEEDS.get(m, ())))
+
+
+def compare(data: Mapping[str, Any], test_idx: np.ndarray, settings: ComparisonSettings,
+            log_fn: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Runs the protocol for every method of `settings` on the matrix file's arrays `data`
+    (analysis.matrix_file.read_matrix_file) with test rows `test_idx`; the results JSON (see the
+    module docstring). Raises ValueError (a method's inputs are missing) or ProtocolError."""
+    names = tuple(settings.methods) if settings.methods else available_methods(data)
+    methods = registry.build_methods(names, settings.completion, data, settings.rep_dot)
+    tasks = list(data["tasks"])
+    run = protocol.run_protocol(
+        data["Z"], test_idx, methods, k=settings.k, seeds=settings.seeds, threshold=settings.threshold,
+        top_k=settings.top_k, max_rank_columns=settings.max_rank_columns, pair_batch=settings.pair_batch,
+        chunk_columns=settings.chunk_columns, base_seed=settings.split_seed, log=log_fn,
+        sampling=settings.sampling, score_observed=settings.score_observed, tasks=tasks)
+    summary = protocol.summarize(run, tasks, per_task=settings.per_task)
+    c = settings.completion
+    return {
+        "methods": summary,
+        "headline": {"metrics": protocol.HEADLINE[0], "why": protocol.HEADLINE[1]},
+        "best": best_methods(summary),
+        "test_tasks": [tasks[i] for i in test_idx],
+        "nonfinite": run["nonfinite"],
+        "settings": dict(run["settings"], shape=list(data["Z"].shape), methods=list(methods), rank=c.rank,
+                         reg=c.reg, max_iters=c.max_iters, knn_k=c.knn_k, shrinkage=c.shrinkage,
+                         split_seed=settings.split_seed,
+                         rep_dot=(dataclasses.asdict(methods["rep_dot"].config) if "rep_dot" in methods else None)),
+    }
+
+
+def best_methods(summary: Mapping[str, Any]) -> dict[str, str | None]:
+    """The method with the lowest pooled RMSE and the one with the highest pooled F1, among those
+    that use the test task (reference points left out)."""
+    candidates = {name: entry["pooled"] for name, entry in summary.items() if name not in REFERENCE_POINTS}
+    if not candidates:
+        return {"rmse": None, "f1": None}
+    return {"rmse": min(candidates, key=lambda name: candidates[name]["rmse"]),
+            "f1": max(candidates, key=lambda name: candidates[name]["f1"])}
+
+
+def summary_lines(result: Mapping[str, Any]) -> list[str]:
+    """The comparison as plain lines: the headline (pooled) figures, the per-row means beside
+    them, and which method wins."""
+    lines = [f"{'method':<15}{'RMSE pooled':>12}{'F1 pooled':>10}{'RMSE rows':>11}{'F1 rows':>9}{'AUC':>7}"
+             f"{'seconds':>9}"]
+    for name, entry in result["methods"].items():
+        pooled = entry["pooled"]
+        lines.append(f"{name:<15}{pooled['rmse']:>12.4f}{pooled['f1']:>10.3f}{_fmt(entry['rmse'], 4):>11}"
+                     f"{_fmt(entry['f1'], 3):>9}{_fmt(entry['auc'], 3):>7}{entry['seconds']:>9.2f}")
+    best = result["best"]
+    lines.append(f"headline: {result['headline']['metrics']} ({result['headline']['why']})")
+    if best["rmse"] is not None:
+        lines.append(f"best: {best['rmse']} by pooled RMSE, {best['f1']} by pooled F1")
+    return lines
+
+
+def _fmt(x, digits: int) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def rep_dot_config(steps: int, lr: float, seeds: int = 1) -> Any:
+    """A RepDotConfig with these settings (the rest at their defaults)."""
+    from forgetting_jax.predict.rep_dot import RepDotConfig
+
+    return RepDotConfig(steps=int(steps), lr_head=float(lr), seeds=int(seeds))
+
+
+def select_test_rows(tasks: Sequence[str], test_tasks: Sequence[str] | None, test_fraction: float | None,
+                     split_seed: int) -> np.ndarray:
+    """The protocol's test rows (protocol.select_test_tasks)."""
+    return protocol.select_test_tasks(tasks, test_tasks, test_fraction, split_seed)
