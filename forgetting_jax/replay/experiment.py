@@ -24,13 +24,15 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from forgetting_jax.experiment import as_experiment
 from forgetting_jax.matrix.pipeline import Upstream, prepare_upstream, run_pipeline, scored_run, task_row
+from forgetting_jax.matrix.representations import MATRIX_ARRAYS as REPRESENTATION_ARRAYS
 from forgetting_jax.matrix.store import MatrixStore, upstream_fingerprint
+from forgetting_jax.predict.comparison import rep_dot_config
 from forgetting_jax.predict.methods import CompletionConfig
 from forgetting_jax.replay.mixture import ReplayMixture, mixed_steps, replay_fraction, replay_positions
 from forgetting_jax.replay.sampler import ReplaySchedule, replay_logits
@@ -85,9 +87,9 @@ def _check(config: Any, test_tasks: Sequence[str]) -> None:
                          f"{config.train.row_length}: replayed upstream examples would not fit a row")
 
 
-def _matrix(config: Any, workdir: str, up: Upstream) -> tuple[np.ndarray, str]:
-    """(Z [M, N] of config.data.tasks, the experiment's directory): the experiment's matrix, built
-    or reused by the run pipeline."""
+def _matrix(config: Any, workdir: str, up: Upstream) -> tuple[np.ndarray, str, dict]:
+    """(Z [M, N] of config.data.tasks, the experiment's directory, the matrix file's arrays): the
+    experiment's matrix, built or reused by the run pipeline."""
     log.info("replay predicts forgetting from the matrix of config.data.tasks (W/experiments/<name>/forgetting.npz): "
              "building or reusing it as `forgetting-jax run` does")
     from forgetting_jax.analysis.matrix_file import read_matrix_file
@@ -99,7 +101,27 @@ def _matrix(config: Any, workdir: str, up: Upstream) -> tuple[np.ndarray, str]:
         raise ValueError(f"{summary.matrix_path}: its upstream examples differ from the config's")
     if z.shape[0] < 2:
         raise ValueError(f"{summary.matrix_path}: {z.shape[0]} row(s); the prediction needs at least 2 tasks")
-    return z, summary.experiment_dir
+    return z, summary.experiment_dir, data
+
+
+def _new_task_representations(config: Any, workdir: str, up: Upstream) -> Callable[[Sequence[str]], dict]:
+    """tasks -> the base model's representations of new tasks (not rows of the matrix), computed
+    as the matrix's rows' are (matrix/representations.py) and cached the same way."""
+    from forgetting_jax.matrix.representations import task_representation
+    from forgetting_jax.train.finetune import plan_finetune
+
+    def represent(tasks: Sequence[str]) -> dict:
+        s = int(config.matrix.task_examples)
+        try:
+            reps = [task_representation(up, t, plan_finetune(config, workdir, t, up.base).examples["train"], s)
+                    for t in tasks]
+        finally:
+            up.base_scorer = None
+        return {"task_embeddings": np.stack([r.mean_D for r in reps]),
+                "task_example_last_hidden": np.stack([r.last_SxD for r in reps]),
+                "task_example_count": np.asarray([r.count for r in reps], np.int32)}
+
+    return represent
 
 
 def _probe(setup: Setup, task: str, method: str, columns: np.ndarray):
@@ -189,13 +211,16 @@ def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = Non
     replay_fraction(rc.ratio)
 
     up = prepare_upstream(config, workdir, make_mesh(config.mesh))
-    z_train, experiment_dir = _matrix(config, workdir, up)
+    z_train, experiment_dir, data = _matrix(config, workdir, up)
     heldout, pool = split_upstream(up.base_nll, int(rc.num_heldout), int(rc.seed))
     heldout_examples = [up.examples[j] for j in heldout]
     heldout_fp = upstream_fingerprint([e.id for e in heldout_examples], [e.ids for e in heldout_examples])
     setup = Setup(config, up, z_train, pool, MatrixStore(os.path.join(workdir, "replay", "heldout")),
                   {"dtype": config.matrix.dtype, "upstream": heldout_fp},
-                  Completer(z_train, _completion(rc), int(rc.seed)))
+                  Completer(z_train, _completion(rc), int(rc.seed),
+                            representations={k: data[k] for k in REPRESENTATION_ARRAYS if k in data},
+                            task_representations=_new_task_representations(config, workdir, up),
+                            rep_dot_config=rep_dot_config(config.predict.rep_dot_steps, config.predict.rep_dot_lr)))
     log.info("replay: %d test tasks x %d strategies; %d held-out upstream examples (never replayed), a pool of %d; "
              "r = %s, T = %g; %d optimizer steps per replay run (none: %d)", len(test_tasks), len(chosen), len(heldout),
              int(pool.sum()), replay_fraction(rc.ratio), float(rc.temperature),

@@ -3,7 +3,9 @@
   none              no replay (plain fine-tuning; the run that also gives the task's true row)
   random            every pool example equally likely
   predicted:METHOD  softmax(predicted / T): the task's row completed by METHOD (predict/methods.py)
-                    from k observed entries of its true row, with the matrix's rows as training rows
+                    from k observed entries of its true row, with the matrix's rows as training rows;
+                    or, for rep_sim and rep_dot, forecast from the base model's representation of
+                    the task (no entry of its row observed)
   ground_truth      softmax(true / T): the oracle, the task's true row
   online:METHOD     random for the first `online_fraction` of the steps; at that step the model
                     scores k pool examples, their forgetting (NLL now - NLL of the base model)
@@ -27,7 +29,7 @@ import numpy as np
 from forgetting_jax.analysis.chunks import ColumnChunks
 from forgetting_jax.predict.methods import Batch, CompletionConfig
 from forgetting_jax.predict.protocol import draw_columns, pair_keys
-from forgetting_jax.predict.registry import BASELINES, COMPLETION, build_methods
+from forgetting_jax.predict.registry import BASELINES, COMPLETION, REPRESENTATION, build_methods
 from forgetting_jax.replay.mixture import replay_positions
 from forgetting_jax.replay.sampler import ReplaySchedule, replay_logits
 from forgetting_jax.utils.fingerprint import fingerprint
@@ -57,7 +59,8 @@ def parse_strategy(name: str) -> Strategy:
     top = name.startswith("top:")
     parts = (name[4:] if top else name).split(":")
     kind, method = parts[0], (parts[1] if len(parts) > 1 else None)
-    methods = [m for m in COMPLETION + BASELINES if m != "rep_sim"]
+    # predicted: any method; online: the methods that use the k entries scored mid-run
+    methods = list(COMPLETION + BASELINES + (REPRESENTATION if kind == "predicted" else ()))
     if kind not in KINDS or len(parts) > 2:
         raise ValueError(f"replay strategy {name!r}: not one of none, random, predicted:METHOD, ground_truth, "
                          "online:METHOD (optionally prefixed with top:)")
@@ -91,16 +94,50 @@ def observed_columns(truth_BxN: np.ndarray, pool_N: np.ndarray, k: int, seed: in
 
 class Completer:
     """Completes new rows from k observed entries with the matrix's rows as training rows: each
-    method fitted once (predict/methods.py), then folded in per batch of rows."""
+    method fitted once (predict/methods.py), then folded in per batch of rows.
 
-    def __init__(self, z_train_MxN: np.ndarray, config: CompletionConfig, seed: int):
-        self.chunks = ColumnChunks(np.asarray(z_train_MxN, np.float32))
+    The representation forecasters (rep_sim, rep_dot) predict a new task's row from its
+    representation instead: `representations` holds the matrix file's arrays (its rows), and
+    `task_representations(tasks)` gives the new tasks' ({"task_embeddings" [B, D],
+    "task_example_last_hidden" [B, S, D], "task_example_count" [B]}); the new tasks become extra
+    rows that no fit reads.
+    """
+
+    def __init__(self, z_train_MxN: np.ndarray, config: CompletionConfig, seed: int,
+                 representations: dict | None = None,
+                 task_representations: Callable[[Sequence[str]], dict] | None = None, rep_dot_config: Any = None):
+        self.z_train_MxN = np.asarray(z_train_MxN, np.float32)
+        self.chunks = ColumnChunks(self.z_train_MxN)
         self.config, self.seed = config, seed
+        self.representations, self.task_representations = representations or {}, task_representations
+        self.rep_dot_config = rep_dot_config
         self._fitted: dict[str, tuple[Any, Any]] = {}
+
+    def _complete_from_representations(self, method: str, tasks: Sequence[str]) -> np.ndarray:
+        if self.task_representations is None:
+            raise ValueError(f"replay strategy predicted:{method} needs the representations of the new tasks")
+        m, n = self.z_train_MxN.shape
+        new = self.task_representations(tasks)
+        arrays = dict(self.representations)
+        for key in ("task_embeddings", "task_example_last_hidden", "task_example_count"):
+            if arrays.get(key) is not None:
+                arrays[key] = np.concatenate([np.asarray(arrays[key]), np.asarray(new[key]).astype(arrays[key].dtype)])
+        z = np.concatenate([self.z_train_MxN, np.full((len(tasks), n), np.nan, np.float32)])
+        rows = np.arange(m + len(tasks)) < m
+        chunks = ColumnChunks(z, rows)
+        built = build_methods([method], self.config, arrays, self.rep_dot_config)[method]
+        b = len(tasks)
+        keys = pair_keys(self.seed, np.zeros(b, np.int64), np.asarray([task_code(t) for t in tasks]))
+        k = 1  # the observed entries are not read by these methods
+        batch = Batch(m + np.arange(b), keys, jax.numpy.zeros((b, k), jax.numpy.int32),
+                      jax.numpy.zeros((b, k), jax.numpy.float32))
+        return np.asarray(built.complete(built.fit(chunks), batch, chunks), np.float64)
 
     def complete(self, method: str, obs_idx_BxK: np.ndarray, obs_val_BxK: np.ndarray, tasks: Sequence[str]
                  ) -> np.ndarray:
         """Predicted rows [B, N] of the tasks whose observed entries are given."""
+        if method in REPRESENTATION:
+            return self._complete_from_representations(method, tasks)
         if method not in self._fitted:
             built = build_methods([method], self.config)[method]
             self._fitted[method] = (built, built.fit(self.chunks))

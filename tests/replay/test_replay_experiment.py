@@ -18,7 +18,7 @@ from micro_demo import micro_config as micro_demo_config
 
 pytestmark = pytest.mark.slow
 
-STRATEGIES = ("none", "random", "predicted:additive", "ground_truth", "online:additive")
+STRATEGIES = ("none", "random", "predicted:additive", "predicted:rep_dot", "ground_truth", "online:additive")
 
 
 def micro_config():
@@ -60,6 +60,8 @@ def test_every_strategy_runs_and_the_results_are_reported(finished):
     assert settings["replay_steps"] == settings["train_steps"] == 6 and settings["scale_steps"] is False
     assert settings["replayed_per_run"] == 9 and settings["pool"] == 35
     assert results["steps"] == {name: 6 for name in STRATEGIES}
+    for task in TEST_TASKS:  # represented like the matrix's rows, for predicted:rep_dot
+        assert len(glob.glob(os.path.join(workdir, "matrix", "representations", "tasks", task, "*.npz"))) == 1
     with open(os.path.join(workdir, "replay", "results.json")) as f:
         assert json.load(f)["strategies"] == list(STRATEGIES)
     assert os.path.getsize(os.path.join(workdir, "replay", "replay.png")) > 1000
@@ -98,7 +100,7 @@ def test_replay_runs_are_fingerprinted_runs_and_never_replay_the_heldout_set(fin
 
     base_nll = np.load(os.path.join(workdir, "matrix", "forgetting.npz"))["base_nll"]
     heldout, pool = split_upstream(base_nll, 15, 0)
-    assert len(replayed) == 2 * 4 * 9  # 2 tasks x 4 replay strategies x 9 slots
+    assert len(replayed) == 2 * 5 * 9  # 2 tasks x 5 replay strategies x 9 slots
     assert not set(replayed) & set(heldout.tolist()) and pool[replayed].all()
 
 
