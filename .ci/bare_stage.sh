@@ -24,7 +24,7 @@ step "micro run of the demo config (4 tasks, 64 upstream examples, short runs)"
 forgetting-jax run --config=configs/demo.py --workdir="$W/demo" \
   --config.data.tasks=add,subtract,reverse_word,uppercase --config.matrix.num_upstream=64 \
   --config.pretrain.steps=8 --config.pretrain.max_examples=256 --config.train.steps=4 \
-  --config.train.eval_every=2 2>"$W/run.log" || { tail -30 "$W/run.log"; exit 1; }
+  --config.train.eval_every=2 --config.predict.rep_dot_steps=100 2>"$W/run.log" || { tail -30 "$W/run.log"; exit 1; }
 test -f "$W/demo/matrix/forgetting.npz" && test -f "$W/demo/report.md"
 MODEL=$(ls -d "$W"/demo/base/*/model | head -1)
 
@@ -38,8 +38,9 @@ forgetting-jax analyze --matrix="$W/demo/matrix/forgetting.npz" --output="$W/ana
 
 step "predict"
 forgetting-jax predict --matrix="$W/demo/matrix/forgetting.npz" --test_tasks=add --k=8 --seeds=2 \
-  --methods=additive,multiplicative,als,knn --output="$W/predict.json"
-python -c "import json, sys; r = json.load(open(sys.argv[1])); assert set(r['methods']) >= {'additive', 'knn'}" "$W/predict.json"
+  --methods=additive,multiplicative,als,knn,rep_sim,rep_dot --rep_dot_steps=100 --output="$W/predict.json"
+python -c "import json, sys; r = json.load(open(sys.argv[1])); assert set(r['methods']) >= {'additive', 'knn', 'rep_dot'} and r['best']['rmse']" "$W/predict.json"
+grep -q "## Predicting forgetting" "$W/demo/report.md"
 
 step "inspect"
 forgetting-jax inspect --source=flan --data=tests/fixtures/data/flan.jsonl --json >"$W/inspect.json"

@@ -262,6 +262,8 @@ OPTIONAL = {
     "--dev_data=PATH": "--dev_data=PATH",
     "--model=DIR": "--model=DIR",
     "--json": "--json",
+    "--methods=additive,knn,rep_dot": "--methods=additive,knn,rep_dot",
+    "--sampling=uniform": "--sampling=uniform",  # the first alternative of uniform|reference
 }
 
 # (command, flag, documented value) or (flag, documented value) -> concrete value; flag without dashes.

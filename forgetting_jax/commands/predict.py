@@ -36,8 +36,8 @@ flags.DEFINE_enum("sampling", "uniform", ["uniform", "reference"],
                   "numbers, with --score_observed).")
 flags.DEFINE_bool("score_observed", False,
                   "Also score the k observed entries, as the reference code's metrics do.")
-flags.DEFINE_integer("rep_dot_steps", 2000, "Optimizer steps of the rep_dot head.")
-flags.DEFINE_float("rep_dot_lr", 1e-4, "Learning rate of the rep_dot head.")
+flags.DEFINE_integer("rep_dot_steps", 5000, "Optimizer steps of the rep_dot head.")
+flags.DEFINE_float("rep_dot_lr", 1e-3, "Learning rate of the rep_dot head.")
 flags.DEFINE_integer("rep_dot_seeds", 1, "Heads of rep_dot trained at once (vmapped); predictions average them.")
 flags.DEFINE_float("threshold", 0.0, "Forgetting above this counts as forgotten (F1, AUC).")
 flags.DEFINE_integer("top_k", 100, "K of precision@K of the most forgotten examples.")

@@ -367,8 +367,8 @@ class PredictSettings:
     seeds: int = _field(10, at_least=1)
     split_seed: int = 0
     threshold: float = 0.0
-    rep_dot_steps: int = _field(2000, at_least=1)
-    rep_dot_lr: float = _field(1e-4, above=0)
+    rep_dot_steps: int = _field(5000, at_least=1)
+    rep_dot_lr: float = _field(1e-3, above=0)
 
 
 @dataclasses.dataclass(frozen=True)
