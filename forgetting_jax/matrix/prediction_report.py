@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from forgetting_jax.utils.io import write_json
+from forgetting_jax.utils.io import atomic_path, write_json
 
 log = logging.getLogger("forgetting_jax.run")
 
@@ -40,9 +40,10 @@ def comparison_settings(predict: Any, data: dict) -> Any:
 
 def prediction_section(data: dict, predict: Any, analysis_dir: str, figures_dir: str) -> tuple[str, dict | None]:
     """(markdown of the section, the results JSON or None when the protocol cannot run)."""
+    from forgetting_jax.analysis.nonfinite import NonFinite
+    from forgetting_jax.analysis.stats import json_safe
+    from forgetting_jax.matrix.report import markdown_table  # report.py imports this module lazily
     from forgetting_jax.predict import comparison, protocol
-
-    from forgetting_jax.matrix.report import markdown_table
 
     header = ["## Predicting forgetting", ""]
     settings = comparison_settings(predict, data)
@@ -57,7 +58,7 @@ def prediction_section(data: dict, predict: Any, analysis_dir: str, figures_dir:
         result = comparison.compare(data, test_idx, settings)
     except (protocol.ProtocolError, ValueError) as err:
         return "\n".join(header + [f"The protocol did not run on this matrix: {err}.", ""]), None
-    write_json(os.path.join(analysis_dir, "prediction.json"), _json_safe(result))
+    write_json(os.path.join(analysis_dir, "prediction.json"), json_safe(result))
     figure = os.path.join(analysis_dir, "prediction.png")
     _figure(result, figure)
 
@@ -97,8 +98,6 @@ def prediction_section(data: dict, predict: Any, analysis_dir: str, figures_dir:
                       f"forecaster ({best_rep}, RMSE {b:.4f}) on this matrix."]
     for part in ("train", "test"):
         if nonfinite[part]["count"]:
-            from forgetting_jax.analysis.nonfinite import NonFinite
-
             parts += ["", f"- {part} rows: {NonFinite.from_dict(nonfinite[part]).describe('Z')}."]
     parts += ["", f"![prediction]({os.path.join(figures_dir, 'prediction.png')})", "",
               f"All figures, per-row statistics and settings: `{os.path.join(figures_dir, 'prediction.json')}`; "
@@ -120,14 +119,9 @@ def _fmt(x, digits: int) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def _json_safe(result: dict) -> Any:
-    from forgetting_jax.analysis.stats import json_safe
-
-    return json_safe(result)
-
-
 def _figure(result: dict, path: str) -> None:
-    """Pooled RMSE and F1 per method, side by side."""
+    """Pooled RMSE, pooled F1 and AUC (row mean; it separates methods when nearly every entry is
+    forgotten and F1 saturates) per method, side by side."""
     from forgetting_jax.analysis.figures import plt
 
     names = list(result["methods"])
@@ -135,9 +129,12 @@ def _figure(result: dict, path: str) -> None:
     f1 = [result["methods"][k]["pooled"]["f1"] for k in names]
     colours = ["tab:blue" if _kind(k) == "completion" else "tab:orange" if _kind(k).startswith("rep")
                else "tab:gray" for k in names]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    auc = [result["methods"][k]["auc"] for k in names]
+    auc = [np.nan if v is None else v for v in auc]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     for ax, values, label in ((axes[0], rmse, "RMSE (pooled, lower is better)"),
-                              (axes[1], f1, "F1 (pooled, higher is better)")):
+                              (axes[1], f1, "F1 (pooled, higher is better)"),
+                              (axes[2], auc, "AUC (row mean, higher is better)")):
         ax.bar(range(len(names)), values, color=colours)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
@@ -145,8 +142,6 @@ def _figure(result: dict, path: str) -> None:
     fig.suptitle("forgetting prediction of held-out tasks: completion (blue), representations (orange), "
                  "reference (grey)", fontsize=9)
     fig.tight_layout()
-    from forgetting_jax.utils.io import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

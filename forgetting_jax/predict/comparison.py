@@ -14,7 +14,7 @@ returns the results JSON:
 
 import dataclasses
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -117,8 +117,3 @@ def rep_dot_config(steps: int, lr: float, seeds: int = 1) -> Any:
 
     return RepDotConfig(steps=int(steps), lr_head=float(lr), seeds=int(seeds))
 
-
-def select_test_rows(tasks: Sequence[str], test_tasks: Sequence[str] | None, test_fraction: float | None,
-                     split_seed: int) -> np.ndarray:
-    """The protocol's test rows (protocol.select_test_tasks)."""
-    return protocol.select_test_tasks(tasks, test_tasks, test_fraction, split_seed)

@@ -94,3 +94,23 @@ def test_matrix_file_checks_the_last_token_representations(tmp_path):
         np.savez(path, **arrays)
         with pytest.raises(MatrixFileError, match=message.replace("[", r"\[").replace("]", r"\]")):
             read_matrix_file(str(path))
+
+
+def test_the_report_compares_the_forecasters(micro_matrix):
+    """The report of `run` has the "Predicting forgetting" section: config.predict's protocol on
+    the matrix just built, every configured method, the winner, and its JSON and figure."""
+    import json
+
+    workdir, summary = micro_matrix
+    with open(summary.report_path, encoding="utf-8") as f:
+        report = f.read()
+    assert "## Predicting forgetting" in report and "Headline figures: **pooled**" in report
+    analysis_dir = os.path.join(os.path.dirname(summary.report_path), "analysis")
+    with open(os.path.join(analysis_dir, "prediction.json"), encoding="utf-8") as f:
+        result = json.load(f)
+    assert list(result["methods"]) == list(micro_config().predict.methods)
+    assert result["settings"]["seeds"] == 3 and result["settings"]["rep_dot"]["steps"] == 100
+    best = result["best"]["rmse"]
+    assert f"**{best}** predicts best by pooled RMSE" in report
+    assert summary.analysis["prediction"]["best"] == result["best"]
+    assert os.path.getsize(os.path.join(analysis_dir, "prediction.png")) > 1000
