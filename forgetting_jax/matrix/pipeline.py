@@ -195,23 +195,35 @@ def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Ups
     scoring = {"dtype": matrix.dtype, "upstream": up_fp}
     base_fp = fingerprint({"base": base.fingerprint, **scoring})
     cached = store.base(base_fp, len(upstream))
+    up = Upstream(base, upstream, np.zeros(0, np.float32), scoring, store, mesh, scoring_mesh, cached is not None,
+                  scoring_config=scoring_config, base_scores_fp=base_fp, tokens_per_batch=int(matrix.tokens_per_batch))
+    reps = None
+    if matrix.representations:
+        from forgetting_jax.matrix import representations
+
+        reps = representations.RepresentationStore(store.root)
+        reps_fp = representations.upstream_fingerprint(up)
     if cached is not None:
         log.info("base scores of %d upstream examples reused", len(upstream))
-        base_nll = cached["nll"]
+        up.base_nll = cached["nll"]
     else:
         _check_base_model(base)
         _, params = load_model(base.model_dir, param_dtype=matrix.dtype, dtype=matrix.dtype)
-        base_nll, count = score_params(scoring_config, params, upstream, matrix, "the base model", scoring_mesh)
-        store.write_base(base_fp, example_ids, base_nll, count)
-    up = Upstream(base, upstream, base_nll, scoring, store, mesh, scoring_mesh, cached is not None,
-                  scoring_config=scoring_config, base_scores_fp=base_fp, tokens_per_batch=int(matrix.tokens_per_batch))
-    if matrix.representations:
-        from forgetting_jax.matrix.representations import upstream_representation
-
-        if cached is None:
-            up.base_scorer = Scorer(scoring_config, params, mesh=scoring_mesh)  # loaded above: no second read
-        upstream_representation(up)
-        up.base_scorer = None  # not held while tasks fine-tune
+        scorer = Scorer(scoring_config, params, mesh=scoring_mesh)
+        pairs = [e.pair for e in upstream]
+        if reps is not None and reps.upstream(reps_fp, len(upstream)) is None:
+            # the base scores and the representations from the same packed batches, one forward pass
+            up.base_nll, count, mean, last, stats = scorer.score_and_represent(pairs, tokens_per_batch=up.tokens_per_batch)
+            reps.write_upstream(reps_fp, mean, last)
+        else:
+            up.base_nll, count, stats = scorer.score(pairs, tokens_per_batch=up.tokens_per_batch)
+        log.info("scored %d upstream examples with the base model: mean nll %.4f, %.0f tokens/s", len(upstream),
+                 float(np.nanmean(up.base_nll)), stats.tokens_per_second)
+        store.write_base(base_fp, example_ids, up.base_nll, count)
+        up.base_scorer = scorer  # for the representations below: no second read of the weights
+    if reps is not None:
+        representations.upstream_representation(up)  # cached above, or computed now
+    up.base_scorer = None  # not held while tasks fine-tune
     return up
 
 

@@ -1,8 +1,9 @@
 """The base model's representations of the upstream examples and of each task's training examples,
 for the representation forecasters of prior work (predict: rep_sim, rep_dot).
 
-From one pass of the packed scorer (score/scorer.py `Scorer.represent`) over the examples under
-the base model's weights, per example: the mean of its final hidden states over its tokens (the
+From one pass of the packed scorer (score/scorer.py `Scorer.represent`; for the upstream examples
+of a new base model, the same pass that scores them, `Scorer.score_and_represent`) over the
+examples under the base model's weights, per example: the mean of its final hidden states over its tokens (the
 mean-pooled embedding) and its final hidden state at its last token (what rep_dot's head reads).
 They go into the matrix file beside Z:
 
@@ -130,10 +131,17 @@ def task_shape(up: Any, examples: Sequence[Example]) -> Any:
     return ScoreShape(rows_per_batch=-(-rows // devices) * devices, row_length=row_length)
 
 
+def upstream_fingerprint(up: Any) -> str:
+    """The fingerprint of the upstream examples' representations: the base scores' (the base
+    model, the upstream examples, the scoring dtype)."""
+    return fingerprint({"representations": VERSION, "base_scores": up.base_scores_fp})
+
+
 def upstream_representation(up: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(example_embeddings [N, D], example_last_hidden [N, D]) of the upstream examples, cached."""
+    """(example_embeddings [N, D], example_last_hidden [N, D]) of the upstream examples, cached
+    (prepare_upstream computes them in the base scores' pass when neither is stored)."""
     store = RepresentationStore(up.store.root)
-    fp = fingerprint({"representations": VERSION, "base_scores": up.base_scores_fp})
+    fp = upstream_fingerprint(up)
     cached = store.upstream(fp, len(up.examples))
     if cached is not None:
         return cached

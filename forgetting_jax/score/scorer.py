@@ -89,35 +89,53 @@ def make_score_step(config: ModelConfig, shape: ScoreShape) -> Callable:
     return step
 
 
+def representation_sums(hidden_RxLxD: jax.Array, segment_ids_RxL: jax.Array, max_segments: int
+                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per packed example (row r, segment s), from final hidden states: (their fp32 sum over the
+    example's tokens [R, S, D], its token count [R, S], the state at its last token [R, S, D])."""
+    hidden_RxLxD = hidden_RxLxD.astype(jnp.float32)
+    real_RxL = segment_ids_RxL > 0
+    # An example's last token: the next slot holds another segment (or padding, or the row ends).
+    next_RxL = jnp.pad(segment_ids_RxL[:, 1:], ((0, 0), (0, 1)))
+    last_RxL = real_RxL & (next_RxL != segment_ids_RxL)
+    per_dim = jax.vmap(lambda h_RxL, m_RxL: segment_sums(h_RxL, m_RxL, segment_ids_RxL, max_segments),
+                       in_axes=(2, None), out_axes=2)
+    count_RxS = segment_sums(real_RxL.astype(jnp.float32), real_RxL, segment_ids_RxL, max_segments)
+    return per_dim(hidden_RxLxD, real_RxL), count_RxS, per_dim(hidden_RxLxD, last_RxL)
+
+
 def make_embed_step(config: ModelConfig, shape: ScoreShape) -> Callable:
     """step(params, tokens, targets, loss_mask, segment_ids, positions)
-    -> (hidden_sum_RxSxD, count_RxS, last_RxSxD).
-
-    Per packed example (row r, segment s), from the final hidden states (fp32): their sum over
-    every token of the example (for mean pooling), its token count, and the hidden state at its
-    last token (the representation of last-token forecasters).
-    """
+    -> (hidden_sum_RxSxD, count_RxS, last_RxSxD): `representation_sums` of the final hidden states
+    (mean pooling, and the representation of last-token forecasters)."""
     model = Decoder(config)
 
     def step(params, tokens_RxL, targets_RxL, loss_mask_RxL, segment_ids_RxL, positions_RxL):
         del targets_RxL, loss_mask_RxL
         hidden_RxLxD = model.apply({"params": params}, tokens_RxL, positions_RxL, segment_ids_RxL)
-        hidden_RxLxD = hidden_RxLxD.astype(jnp.float32)
-        real_RxL = segment_ids_RxL > 0
-        # An example's last token: the next slot holds another segment (or padding, or the row ends).
-        next_RxL = jnp.pad(segment_ids_RxL[:, 1:], ((0, 0), (0, 1)))
-        last_RxL = real_RxL & (next_RxL != segment_ids_RxL)
-        per_dim = jax.vmap(lambda h_RxL, m_RxL: segment_sums(h_RxL, m_RxL, segment_ids_RxL, shape.max_segments),
-                           in_axes=(2, None), out_axes=2)
-        sums = per_dim(hidden_RxLxD, real_RxL)
-        last = per_dim(hidden_RxLxD, last_RxL)
-        count_RxS = segment_sums(real_RxL.astype(jnp.float32), real_RxL, segment_ids_RxL, shape.max_segments)
-        return sums, count_RxS, last
+        return representation_sums(hidden_RxLxD, segment_ids_RxL, shape.max_segments)
 
     return step
 
 
-STEP_BUILDERS = {"nll": make_score_step, "embed": make_embed_step}
+def make_score_embed_step(config: ModelConfig, shape: ScoreShape) -> Callable:
+    """The score and embed steps in one forward pass: (nll_sum_RxS, count_RxS, hidden_sum_RxSxD,
+    token_count_RxS, last_RxSxD)."""
+    model = Decoder(config)
+
+    def step(params, tokens_RxL, targets_RxL, loss_mask_RxL, segment_ids_RxL, positions_RxL):
+        hidden_RxLxD = model.apply({"params": params}, tokens_RxL, positions_RxL, segment_ids_RxL)
+        nll_RxL = token_nll(hidden_RxLxD, unembedding(params, config), targets_RxL, shape.num_chunks)
+        nll_RxL = jnp.where(loss_mask_RxL, nll_RxL, 0.0)
+        nll_sum_RxS = segment_sums(nll_RxL, loss_mask_RxL, segment_ids_RxL, shape.max_segments)
+        count_RxS = segment_sums(loss_mask_RxL.astype(jnp.float32), loss_mask_RxL, segment_ids_RxL,
+                                 shape.max_segments)
+        return (nll_sum_RxS, count_RxS) + representation_sums(hidden_RxLxD, segment_ids_RxL, shape.max_segments)
+
+    return step
+
+
+STEP_BUILDERS = {"nll": make_score_step, "embed": make_embed_step, "nll_embed": make_score_embed_step}
 _COMPILED: dict[tuple, Callable] = {}  # (config, shape, kind, mesh) -> jitted step, shared by Scorers
 
 
@@ -316,10 +334,22 @@ class Scorer:
         if not len(examples):
             return np.zeros(0, np.float32), np.zeros(0, np.int32), ScoreStats(shape=shape)
         (nll_sum, count), stats = self._run("nll", examples, shape, tokens_per_batch, progress)
-        count = np.rint(count).astype(np.int32)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, nll_sum / np.maximum(count, 1), np.nan).astype(np.float32)
+        mean, count = _mean_nll(nll_sum, count)
         return mean, count, stats
+
+    def score_and_represent(self, examples: Sequence[Example], shape: ScoreShape | None = None,
+                            tokens_per_batch: int = 16384, progress: Callable[[ScoreStats], None] | None = None
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, ScoreStats]:
+        """`score` and `represent` from one forward pass: (mean NLL [N], scored tokens [N], mean
+        final hidden state [N, D], last-token final hidden state [N, D], stats)."""
+        if not len(examples):
+            empty = np.zeros((0, self.config.hidden_size), np.float32)
+            return (np.zeros(0, np.float32), np.zeros(0, np.int32), empty, empty.copy(), ScoreStats(shape=shape))
+        (nll_sum, count, hidden_sum, tokens, last), stats = self._run("nll_embed", examples, shape,
+                                                                      tokens_per_batch, progress)
+        nll, count = _mean_nll(nll_sum, count)
+        mean = (hidden_sum / np.maximum(tokens, 1)[:, None]).astype(np.float32)
+        return nll, count, mean, last.astype(np.float32), stats
 
     def represent(self, examples: Sequence[Example], shape: ScoreShape | None = None,
                   tokens_per_batch: int = 16384, progress: Callable[[ScoreStats], None] | None = None
@@ -338,3 +368,11 @@ class Scorer:
         """Mean final hidden state of each example's tokens, float32 [N, D], input order."""
         mean, _, stats = self.represent(examples, shape, tokens_per_batch, progress)
         return mean, stats
+
+
+def _mean_nll(nll_sum_N: np.ndarray, count_N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean NLL per scored token float32 [N], NaN without one; scored tokens int32 [N])."""
+    count = np.rint(count_N).astype(np.int32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, nll_sum_N / np.maximum(count, 1), np.nan).astype(np.float32)
+    return mean, count

@@ -115,3 +115,16 @@ def test_embed_is_the_mean_hidden_state_of_each_example(params):
         np.testing.assert_allclose(got, hidden.mean(0), atol=1e-5)
         np.testing.assert_allclose(last, hidden[-1], atol=1e-5)
         assert not np.allclose(last, hidden[-2], atol=1e-3)  # the last token, not its neighbour
+
+
+def test_score_and_represent_is_score_and_represent_in_one_pass(params):
+    examples = random_examples(6, 11)
+    scorer = Scorer(CONFIG, params)
+    shape = ScoreShape(rows_per_batch=2, row_length=64, max_segments=4)
+    nll, count, mean, last, _ = scorer.score_and_represent(examples, shape)
+    nll_alone, count_alone, _ = scorer.score(examples, shape)
+    mean_alone, last_alone, _ = scorer.represent(examples, shape)
+    np.testing.assert_allclose(nll, nll_alone, rtol=1e-6)
+    np.testing.assert_array_equal(count, count_alone)
+    np.testing.assert_allclose(mean, mean_alone, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(last, last_alone, rtol=1e-6, atol=1e-6)
