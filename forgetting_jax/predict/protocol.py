@@ -93,6 +93,22 @@ def reference_columns(seeds_P: np.ndarray, n: int, k: int) -> np.ndarray:
     return np.stack([by_seed[int(s)] for s in seeds_P]).astype(np.int32)
 
 
+def _nonfinite_by_part(z_MxN: np.ndarray, truth_TxN: np.ndarray, test_idx: np.ndarray,
+                       names: Sequence[str]) -> dict[str, Any]:
+    """{"train": NonFinite, "test": NonFinite} of the training and test rows; the matrix is
+    streamed once (no copy of the training rows: it may be most of a very large matrix)."""
+    from forgetting_jax.analysis.nonfinite import NonFinite, count_nonfinite
+
+    whole = count_nonfinite(z_MxN, names)
+    test = count_nonfinite(truth_TxN, [names[i] for i in test_idx])
+    test_names = {names[i] for i in test_idx}
+    n = z_MxN.shape[1]
+    train = NonFinite(nan=whole.nan - test.nan, posinf=whole.posinf - test.posinf,
+                      neginf=whole.neginf - test.neginf, total=(z_MxN.shape[0] - len(test_idx)) * n,
+                      rows_affected={t: c for t, c in whole.rows_affected.items() if t not in test_names})
+    return {"train": train, "test": test}
+
+
 def _auto_batch(n_pairs: int, n_cols: int) -> int:
     return int(max(1, min(n_pairs, PAIR_MEMORY_BUDGET // (n_cols * 4 * 10))))
 
@@ -113,8 +129,6 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
     "seconds": s, "fit_seconds": s}}, "settings": {...}, "nonfinite": {"train": NonFinite
     dict, "test": NonFinite dict}}, pairs ordered task-major.
     """
-    from forgetting_jax.analysis.nonfinite import count_nonfinite
-
     if sampling not in SAMPLINGS:
         raise ProtocolError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     m, n = z_MxN.shape
@@ -137,9 +151,7 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
         raise ProtocolError(f"k={k} observed columns requested of a matrix with {n} columns")
     top_k = int(max(1, min(top_k, int(observed.min()) - (0 if score_observed else k))))
     names = list(tasks) if tasks is not None else [str(i) for i in range(m)]
-    train_idx = np.flatnonzero(rows)
-    nonfinite = {"train": count_nonfinite(z_MxN[train_idx], [names[i] for i in train_idx]),
-                 "test": count_nonfinite(truth_np, [names[i] for i in test_idx])}
+    nonfinite = _nonfinite_by_part(z_MxN, truth_np, test_idx, names)
     for part, counts in nonfinite.items():
         if counts.any:
             log(f"{part} rows: {counts.describe('Z')}")
