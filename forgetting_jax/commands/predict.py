@@ -95,8 +95,7 @@ def main(argv) -> None:
         completion=config,
         rep_dot=comparison.rep_dot_config(FLAGS.rep_dot_steps, FLAGS.rep_dot_lr, FLAGS.rep_dot_seeds))
     try:  # the inputs of every method, checked before any work
-        registry.build_methods(settings.methods or comparison.available_methods(data), config, data,
-                               settings.rep_dot)
+        registry.check_methods(settings.methods or comparison.available_methods(data), data)
     except ValueError as err:
         _fail(f"--methods: {err} (file {FLAGS.matrix})")
     try:

@@ -20,6 +20,18 @@ NEEDS = {
 }
 
 
+def check_methods(names: Sequence[str], representations: Mapping[str, np.ndarray] | None = None) -> None:
+    """ValueError naming an unknown method, or the arrays a representation method lacks."""
+    reps = dict(representations or {})
+    for name in names:
+        if name not in KNOWN:
+            raise ValueError(f"unknown method {name!r}; known: {', '.join(KNOWN)}")
+        missing = [key for key in NEEDS.get(name, ()) if reps.get(key) is None]
+        if missing:
+            raise ValueError(f"method {name} needs {', '.join(missing)} in the matrix file (written by "
+                             "`forgetting-jax run` with matrix.representations)")
+
+
 def build_methods(names: Sequence[str], config: CompletionConfig = CompletionConfig(),
                   representations: Mapping[str, np.ndarray] | None = None,
                   rep_dot_config: Any = None) -> dict[str, Any]:
@@ -30,13 +42,10 @@ def build_methods(names: Sequence[str], config: CompletionConfig = CompletionCon
     (task_example_last_hidden [M, S, D], task_example_count [M], example_last_hidden [N, D])
     need. rep_dot_config: a predict.rep_dot.RepDotConfig (default settings when None).
     """
+    check_methods(names, representations)
     reps = dict(representations or {})
     out: dict[str, Any] = {}
     for name in names:
-        missing = [key for key in NEEDS.get(name, ()) if reps.get(key) is None]
-        if missing:
-            raise ValueError(f"method {name} needs {', '.join(missing)} in the matrix file (written by "
-                             "`forgetting-jax run` with matrix.representations)")
         if name == "additive":
             out[name] = FactorMethod(name, 0, True, config)
         elif name == "multiplicative":
@@ -58,6 +67,4 @@ def build_methods(names: Sequence[str], config: CompletionConfig = CompletionCon
 
             out[name] = RepDot(reps["task_example_last_hidden"], reps["task_example_count"],
                                reps["example_last_hidden"], rep_dot_config or RepDotConfig())
-        else:
-            raise ValueError(f"unknown method {name!r}; known: {', '.join(KNOWN)}")
     return out
