@@ -215,6 +215,7 @@ def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Ups
             # the base scores and the representations from the same packed batches, one forward pass
             up.base_nll, count, mean, last, stats = scorer.score_and_represent(pairs, tokens_per_batch=up.tokens_per_batch)
             reps.write_upstream(reps_fp, mean, last)
+            reps = None  # done: every process holds them (no process re-reads a file process 0 may still be writing)
         else:
             up.base_nll, count, stats = scorer.score(pairs, tokens_per_batch=up.tokens_per_batch)
         log.info("scored %d upstream examples with the base model: mean nll %.4f, %.0f tokens/s", len(upstream),
@@ -222,7 +223,7 @@ def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Ups
         store.write_base(base_fp, example_ids, up.base_nll, count)
         up.base_scorer = scorer  # for the representations below: no second read of the weights
     if reps is not None:
-        representations.upstream_representation(up)  # cached above, or computed now
+        representations.upstream_representation(up)  # read from the cache, or computed now
     up.base_scorer = None  # not held while tasks fine-tune
     return up
 
