@@ -60,6 +60,7 @@ def main() -> None:
     scorer = Scorer(config, params, mesh=data_mesh())
     nll, count, stats = scorer.score(examples, ScoreShape(rows_per_batch=4, row_length=48, max_segments=4))
     assert stats.examples == len(examples), stats
+    mean, last, _ = scorer.represent(examples, ScoreShape(rows_per_batch=4, row_length=48, max_segments=4))
 
     # Training: parameters and optimizer state split over fsdp, rows over data x fsdp.
     mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 1})
@@ -87,7 +88,7 @@ def main() -> None:
 
     if jax.process_index() == 0:
         leaves = {f"param_{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(trained))}
-        np.savez(args.out, nll=nll, count=count, losses=np.asarray(losses), restored_equal=same,
+        np.savez(args.out, nll=nll, count=count, mean=mean, last=last, losses=np.asarray(losses), restored_equal=same,
                  processes=jax.process_count(), **leaves)
 
 

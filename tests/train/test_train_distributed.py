@@ -56,6 +56,8 @@ def test_two_processes_match_one(tmp_path):
     assert int(two["processes"]) == 2 and int(one["processes"]) == 1
     np.testing.assert_array_equal(two["count"], one["count"])
     np.testing.assert_allclose(two["nll"], one["nll"], rtol=1e-6, atol=1e-6)
+    for key in ("mean", "last"):  # the representations too, each process feeding its own rows
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5, atol=1e-6)
     params = sorted(k for k in one.files if k.startswith("param_"))
     assert params and sorted(k for k in two.files if k.startswith("param_")) == params
