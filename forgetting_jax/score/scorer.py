@@ -73,18 +73,24 @@ def segment_sums(values_RxL: jax.Array, mask_RxL: jax.Array, segment_ids_RxL: ja
     return sums[:-1].reshape(R, max_segments)
 
 
+def nll_sums(hidden_RxLxD: jax.Array, params, config: ModelConfig, shape: ScoreShape, targets_RxL: jax.Array,
+             loss_mask_RxL: jax.Array, segment_ids_RxL: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per packed example: (the fp32 NLL summed over its scored tokens [R, S], their count [R, S]);
+    the vocabulary projection in shape.num_chunks chunks (never [R, L, V] fp32 logits at once)."""
+    nll_RxL = token_nll(hidden_RxLxD, unembedding(params, config), targets_RxL, shape.num_chunks)
+    nll_RxL = jnp.where(loss_mask_RxL, nll_RxL, 0.0)
+    nll_sum_RxS = segment_sums(nll_RxL, loss_mask_RxL, segment_ids_RxL, shape.max_segments)
+    count_RxS = segment_sums(loss_mask_RxL.astype(jnp.float32), loss_mask_RxL, segment_ids_RxL, shape.max_segments)
+    return nll_sum_RxS, count_RxS
+
+
 def make_score_step(config: ModelConfig, shape: ScoreShape) -> Callable:
     """step(params, tokens, targets, loss_mask, segment_ids, positions) -> (nll_sum_RxS, count_RxS)."""
     model = Decoder(config)
 
     def step(params, tokens_RxL, targets_RxL, loss_mask_RxL, segment_ids_RxL, positions_RxL):
         hidden_RxLxD = model.apply({"params": params}, tokens_RxL, positions_RxL, segment_ids_RxL)
-        nll_RxL = token_nll(hidden_RxLxD, unembedding(params, config), targets_RxL, shape.num_chunks)
-        nll_RxL = jnp.where(loss_mask_RxL, nll_RxL, 0.0)
-        nll_sum_RxS = segment_sums(nll_RxL, loss_mask_RxL, segment_ids_RxL, shape.max_segments)
-        count_RxS = segment_sums(loss_mask_RxL.astype(jnp.float32), loss_mask_RxL, segment_ids_RxL,
-                                 shape.max_segments)
-        return nll_sum_RxS, count_RxS
+        return nll_sums(hidden_RxLxD, params, config, shape, targets_RxL, loss_mask_RxL, segment_ids_RxL)
 
     return step
 
@@ -125,12 +131,8 @@ def make_score_embed_step(config: ModelConfig, shape: ScoreShape) -> Callable:
 
     def step(params, tokens_RxL, targets_RxL, loss_mask_RxL, segment_ids_RxL, positions_RxL):
         hidden_RxLxD = model.apply({"params": params}, tokens_RxL, positions_RxL, segment_ids_RxL)
-        nll_RxL = token_nll(hidden_RxLxD, unembedding(params, config), targets_RxL, shape.num_chunks)
-        nll_RxL = jnp.where(loss_mask_RxL, nll_RxL, 0.0)
-        nll_sum_RxS = segment_sums(nll_RxL, loss_mask_RxL, segment_ids_RxL, shape.max_segments)
-        count_RxS = segment_sums(loss_mask_RxL.astype(jnp.float32), loss_mask_RxL, segment_ids_RxL,
-                                 shape.max_segments)
-        return (nll_sum_RxS, count_RxS) + representation_sums(hidden_RxLxD, segment_ids_RxL, shape.max_segments)
+        return (nll_sums(hidden_RxLxD, params, config, shape, targets_RxL, loss_mask_RxL, segment_ids_RxL)
+                + representation_sums(hidden_RxLxD, segment_ids_RxL, shape.max_segments))
 
     return step
 
