@@ -66,7 +66,8 @@ def render_section(results: dict, figure: str) -> str:
         f"{s['replayed_per_run']} replayed examples per run), drawn without replacement with probability "
         f"softmax(score / T), T = {s['temperature']:g}, from a pool of {s['pool']} upstream examples. Forgetting is "
         f"the mean NLL increase over the base model on {s['num_heldout']} held-out upstream examples that are never replayed. Predicted scores complete each "
-        f"task's row from k = {s['k']} observed entries with the matrix's rows; ground_truth uses the true row. "
+        f"task's row from k = {s['k']} observed entries with the matrix's rows (predicted:rep_sim and "
+        "predicted:rep_dot forecast it from the task's representation alone); ground_truth uses the true row. "
         + _steps_sentence(s),
         "",
         markdown_table(["strategy", "mean forgetting", f"{level} CI", "reduction vs none", "optimizer steps"], rows),
