@@ -8,12 +8,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from forgetting_jax.analysis.stats import finite_means  # noqa: E402
+
 MAX_HEATMAP_COLUMNS = 2000
 
 
 def heatmap(z_MxN: np.ndarray, tasks: Sequence[str]) -> plt.Figure:
     """Z with rows and columns ordered by their means (columns evenly subsampled if wide)."""
-    row_mean, col_mean = _means(z_MxN)
+    means = finite_means(z_MxN)
+    row_mean, col_mean = means.row_mean_M, means.col_mean_N
     row_order = np.argsort(np.where(np.isfinite(row_mean), row_mean, -np.inf))[::-1]
     col_order = np.argsort(np.where(np.isfinite(col_mean), col_mean, -np.inf))[::-1]
     if col_order.shape[0] > MAX_HEATMAP_COLUMNS:
@@ -75,19 +78,3 @@ def components(u_MxK: np.ndarray, s_K: np.ndarray, v_NxK: np.ndarray, tasks: Seq
         ax.set_xlabel("example rank")
     fig.tight_layout()
     return fig
-
-
-def _means(z_MxN: np.ndarray, block: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
-    """NaN-aware row and column means, a column block at a time (no full-size temporaries)."""
-    m, n = z_MxN.shape
-    row_sum, row_count = np.zeros(m), np.zeros(m)
-    col_mean = np.full(n, np.nan)
-    for s in range(0, n, block):
-        b = z_MxN[:, s:s + block]
-        ok = np.isfinite(b)
-        vals = np.where(ok, b, 0.0)
-        row_sum += vals.sum(1)
-        row_count += ok.sum(1)
-        count = ok.sum(0)
-        col_mean[s:s + block] = np.where(count > 0, vals.sum(0) / np.maximum(count, 1), np.nan)
-    return np.where(row_count > 0, row_sum / np.maximum(row_count, 1), np.nan), col_mean

@@ -5,7 +5,7 @@ scipy on small host arrays.
 """
 
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -160,3 +160,31 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+class FiniteMeans(NamedTuple):
+    """Row and column statistics of a matrix over its finite entries (NaN and +-inf left out)."""
+
+    row_mean_M: np.ndarray  # NaN for a row without a finite entry
+    col_mean_N: np.ndarray
+    row_count_M: np.ndarray  # finite entries per row
+    row_positive_M: np.ndarray  # finite entries above 0 per row
+
+
+def finite_means(z_MxN: np.ndarray, block: int = 1 << 14) -> FiniteMeans:
+    """`FiniteMeans` of z_MxN [M, N], a column block at a time (no full-size temporaries; one +inf
+    does not make a mean inf, as np.nanmean would)."""
+    m, n = z_MxN.shape
+    row_sum, row_count, row_pos = np.zeros(m), np.zeros(m), np.zeros(m)
+    col_mean = np.full(n, np.nan)
+    for s in range(0, n, block):
+        b = np.asarray(z_MxN[:, s:s + block], np.float64)
+        ok = np.isfinite(b)
+        vals = np.where(ok, b, 0.0)
+        row_sum += vals.sum(1)
+        row_count += ok.sum(1)
+        row_pos += (vals > 0).sum(1)
+        count = ok.sum(0)
+        col_mean[s:s + block] = np.where(count > 0, vals.sum(0) / np.maximum(count, 1), np.nan)
+    row_mean = np.where(row_count > 0, row_sum / np.maximum(row_count, 1), np.nan)
+    return FiniteMeans(row_mean, col_mean, row_count, row_pos)

@@ -324,12 +324,13 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
             summary.trained.append(task)
 
     barrier("rows written")  # process 0 wrote the rows that every process reads next
-    row_fps = {task: row_fingerprint(plans.get(task) or plan_finetune(config, workdir, task, up.base), up.scoring)
-               for task in all_tasks}
+    for task in all_tasks:  # every task's plan (its data read once), for the fingerprints and representations
+        plans[task] = plans.get(task) or plan_finetune(config, workdir, task, up.base)
+    row_fps = {task: row_fingerprint(plans[task], up.scoring) for task in all_tasks}
     experiment = resolve_experiment(workdir, config.name, experiment_fingerprint(row_fps, up.base_scores_fp))
     rows = finished_rows(store, row_fps, len(upstream))
     record_experiment(experiment, config.name, row_fps, up.base_scores_fp)
-    extras = matrix_representations(config, workdir, up, list(rows), plans) if config.matrix.representations else {}
+    extras = matrix_representations(config, up, list(rows), plans) if config.matrix.representations else {}
     store.assemble(rows, up.base_nll, [e.id for e in upstream], [e.task for e in upstream], experiment.matrix_path,
                    extras=extras)
     publish_matrix(experiment, workdir)
@@ -348,17 +349,13 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
     return summary
 
 
-def matrix_representations(config: Any, workdir: str, up: Upstream, tasks: Sequence[str], plans: dict
-                           ) -> dict[str, np.ndarray]:
-    """The representation arrays of the matrix file for its rows `tasks` (computed once and cached
-    by fingerprint; matrix/representations.py); the base weights are released afterwards."""
+def matrix_representations(config: Any, up: Upstream, tasks: Sequence[str], plans: dict) -> dict[str, np.ndarray]:
+    """The representation arrays of the matrix file for its rows `tasks` ({task: FinetunePlan} in
+    `plans`), computed once and cached by fingerprint (matrix/representations.py); the base
+    weights are released afterwards."""
     from forgetting_jax.matrix.representations import matrix_arrays
-    from forgetting_jax.train.finetune import plan_finetune
 
-    train = {}
-    for task in tasks:
-        plans[task] = plans.get(task) or plan_finetune(config, workdir, task, up.base)
-        train[task] = plans[task].examples["train"]
+    train = {task: plans[task].examples["train"] for task in tasks}
     try:
         return matrix_arrays(up, tasks, train, int(config.matrix.task_examples))
     finally:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from forgetting_jax.analysis.stats import json_safe
+from forgetting_jax.analysis.stats import finite_means, json_safe
 from forgetting_jax.utils.fingerprint import file_fingerprint
 from forgetting_jax.utils.io import write_json, write_text
 
@@ -30,25 +30,13 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
     from forgetting_jax.analysis.nonfinite import NonFinite, count_nonfinite
 
     m, n = z_MxN.shape
-    # Finite-only sums, a block of rows at a time (np.nanmean would let one +inf make a mean inf).
-    row_sum, row_count, row_pos = np.zeros(m), np.zeros(m), np.zeros(m)
-    col_sum, col_count = np.zeros(n), np.zeros(n)
-    block = max(1, (1 << 24) // max(n, 1))
-    for s in range(0, m, block):
-        b = np.asarray(z_MxN[s:s + block], np.float64)
-        ok = np.isfinite(b)
-        vals = np.where(ok, b, 0.0)
-        row_sum[s:s + block], row_count[s:s + block] = vals.sum(1), ok.sum(1)
-        row_pos[s:s + block] = (vals > 0).sum(1)
-        col_sum += vals.sum(0)
-        col_count += ok.sum(0)
+    means = finite_means(z_MxN)  # finite entries only: one +inf would make an np.nanmean inf
+    row_mean, col_mean = means.row_mean_M, means.col_mean_N
     with np.errstate(invalid="ignore", divide="ignore"):
-        row_mean = np.where(row_count > 0, row_sum / row_count, np.nan)
-        col_mean = np.where(col_count > 0, col_sum / col_count, np.nan)
-        row_forgotten = np.where(row_count > 0, row_pos / row_count, np.nan)
-    finite_count = float(row_count.sum())
-    mean_all = row_sum.sum() / finite_count if finite_count else float("nan")
-    positive_all = row_pos.sum() / finite_count if finite_count else float("nan")
+        row_forgotten = np.where(means.row_count_M > 0, means.row_positive_M / means.row_count_M, np.nan)
+    finite_count = float(means.row_count_M.sum())
+    mean_all = float(np.nansum(row_mean * means.row_count_M)) / finite_count if finite_count else float("nan")
+    positive_all = means.row_positive_M.sum() / finite_count if finite_count else float("nan")
     nonfinite = (NonFinite.from_dict(analysis["nonfinite"]) if analysis.get("nonfinite")
                  else count_nonfinite(z_MxN, tasks))
     r2 = analysis["r2"]

@@ -49,8 +49,7 @@ class ComparisonSettings:
 
 def available_methods(data: Mapping[str, Any]) -> tuple[str, ...]:
     """Every method of the registry whose inputs the matrix file holds (random left out)."""
-    names = [m for m in registry.KNOWN if m != "random"]
-    return tuple(m for m in names if all(data.get(key) is not None for key in registry.NEEDS.get(m, ())))
+    return tuple(m for m in registry.KNOWN if m != "random" and not registry.missing_inputs(m, data))
 
 
 def compare(data: Mapping[str, Any], test_idx: np.ndarray, settings: ComparisonSettings,

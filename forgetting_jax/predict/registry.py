@@ -20,13 +20,18 @@ NEEDS = {
 }
 
 
+def missing_inputs(name: str, representations: Mapping[str, np.ndarray] | None) -> list[str]:
+    """The arrays of the matrix file that method `name` needs and `representations` lacks."""
+    reps = representations or {}
+    return [key for key in NEEDS.get(name, ()) if reps.get(key) is None]
+
+
 def check_methods(names: Sequence[str], representations: Mapping[str, np.ndarray] | None = None) -> None:
     """ValueError naming an unknown method, or the arrays a representation method lacks."""
-    reps = dict(representations or {})
     for name in names:
         if name not in KNOWN:
             raise ValueError(f"unknown method {name!r}; known: {', '.join(KNOWN)}")
-        missing = [key for key in NEEDS.get(name, ()) if reps.get(key) is None]
+        missing = missing_inputs(name, representations)
         if missing:
             raise ValueError(f"method {name} needs {', '.join(missing)} in the matrix file (written by "
                              "`forgetting-jax run` with matrix.representations)")
