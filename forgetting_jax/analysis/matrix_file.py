@@ -5,7 +5,9 @@ M.npz holds `Z` (float [M, N], NaN = missing) and `tasks` (str [M]); optionally 
 representations for the representation forecasters: `task_embeddings` [M, D] and
 `example_embeddings` [N, D] (mean-pooled), `example_last_hidden` [N, D],
 `task_example_last_hidden` [M, S, D] and `task_example_count` [M] (last token; see
-matrix/representations.py).
+matrix/representations.py). A matrix of lost answers (`metric` = "exact_match", matrix/answers.py)
+also holds `correct_before` [N] and `correct_after` [M, N] (bool) and `drop` [M, N] (0/1), and Z
+is the drop matrix; `metric` reads as "nll" when absent.
 """
 
 import os
@@ -68,7 +70,38 @@ def read_matrix_file(path: str) -> dict[str, Any]:
             raise MatrixFileError(f"{path}: fields 'task_embeddings' and 'example_embeddings' "
                                   "have different widths")
     _last_hidden(path, arrays, out, m, n)
+    _answers(path, arrays, out, m, n)
     return out
+
+
+def _answers(path, arrays, out, m, n) -> None:
+    """The exact-match fields: metric, and with exact_match all of correct_before, correct_after
+    and drop, consistent with each other and with Z."""
+    metric = str(arrays["metric"]) if "metric" in arrays else "nll"
+    if metric not in ("nll", "exact_match"):
+        raise MatrixFileError(f"{path}: field 'metric' is {metric!r}, not nll or exact_match")
+    out["metric"] = metric
+    keys = ("correct_before", "correct_after", "drop")
+    if metric != "exact_match":
+        return
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise MatrixFileError(f"{path}: metric exact_match needs field(s) {', '.join(missing)}")
+    before = _shaped_as(path, arrays, "correct_before", (n,), "b")
+    after = _shaped_as(path, arrays, "correct_after", (m, n), "b")
+    drop = _shaped_as(path, arrays, "drop", (m, n), "biu")
+    if not np.array_equal(drop.astype(bool), before[None, :] & ~after):
+        raise MatrixFileError(f"{path}: field 'drop' is not correct_before and not correct_after")
+    if not np.array_equal(out["Z"], drop.astype(np.float32)):
+        raise MatrixFileError(f"{path}: field 'Z' of an exact_match matrix must equal 'drop'")
+    out.update(correct_before=before, correct_after=after, drop=drop.astype(np.uint8))
+
+
+def _shaped_as(path, arrays, key, shape, kinds) -> np.ndarray:
+    a = arrays[key]
+    if a.shape != shape or a.dtype.kind not in kinds:
+        raise MatrixFileError(f"{path}: field {key!r} must be {shape} of kind {kinds}, got {a.dtype} {a.shape}")
+    return a
 
 
 def _last_hidden(path, arrays, out, m, n) -> None:

@@ -32,8 +32,10 @@ BATCHINGS = ("examples", "rows")  # train/batches.py
 EXPORT_DTYPES = ("",) + DTYPES  # "": the run's param_dtype
 # matrix/pipeline.py load_upstream: demo, lm, chat or a reader of data.sources.READERS (not
 # imported here: it loads the data readers; tests/test_experiment_config.py checks the list)
-UPSTREAM_KINDS = ("demo", "lm", "chat", "upstream", "tulu", "dolly", "flan", "mmlu", "bbh", "truthfulqa")
+UPSTREAM_KINDS = ("demo", "demo_tasks", "lm", "chat", "upstream", "tulu", "dolly", "flan", "mmlu", "bbh", "truthfulqa")
 CPU_COLLECTIVES = ("", "gloo", "mpi")  # "": jax's default
+METRICS = ("nll", "exact_match")  # matrix/answers.py
+ANSWER_KINDS = ("auto", "mmlu", "bbh", "truthfulqa", "short", "demo")  # score/exact_match.py (auto: by upstream)
 
 
 class ConfigError(model_config.ConfigError):
@@ -78,6 +80,13 @@ def _upstream_kwargs(value: dict) -> str | None:
     if duplicates is not None and duplicates not in DUPLICATES:
         return f"has duplicates={duplicates!r}, not one of {', '.join(DUPLICATES)}"
     return None
+
+
+def _demo_tasks(value: tuple) -> str | None:
+    from forgetting_jax.data.demo.tasks import TASKS
+
+    unknown = [name for name in value if name not in TASKS]
+    return f"has unknown demo task(s) {', '.join(unknown)}; tasks: {', '.join(TASKS)}" if unknown else None
 
 
 def _strategies(value: tuple) -> str | None:
@@ -268,6 +277,9 @@ class PretrainSettings(TrainSettings):
     max_examples         corpus examples (chunks) at most (0: all)
     validation_fraction  the share of the corpus held out for validation
     max_validation       validation examples at most (0: no limit)
+    demo_tasks           tasks of the bundled suite whose training examples (chat, loss on the
+                         responses) join the corpus: a demo base that answers them (the
+                         instruction-tuned base of the exact-match demo)
     """
 
     lr: float = _like(TrainSettings, "lr", 1e-3)
@@ -281,13 +293,15 @@ class PretrainSettings(TrainSettings):
     max_examples: int = _field(0, at_least=0)
     validation_fraction: float = _field(0.0, at_least=0, below=1)
     max_validation: int = _field(200, at_least=0)
+    demo_tasks: tuple[str, ...] = _field((), check=_demo_tasks)
 
 
 @dataclasses.dataclass(frozen=True)
 class MatrixSettings:
     """config.matrix: which upstream examples, how they are scored (matrix/pipeline.py).
 
-    upstream          demo: chunks of the bundled corpus; lm: language-model text files (Dolma
+    upstream          demo: chunks of the bundled corpus; demo_tasks: training examples of the
+                      bundled suite's tasks `upstream_tasks` (exact answers); lm: language-model text files (Dolma
                       style, chunked to max_length); chat: {id, messages} files; or a source
                       reader of `data.sources.READERS` (upstream, tulu, dolly, flan, mmlu, bbh,
                       truthfulqa)
@@ -315,6 +329,16 @@ class MatrixSettings:
                       of up to `task_examples` training examples of each task (cached by fingerprint)
     task_examples     S: training examples of each task represented (a seeded subsample when a task
                       has more)
+    upstream_tasks    the suite tasks of upstream=demo_tasks
+    metric            nll: Z = ft_nll - base_nll (log-perplexity forgetting); exact_match: each
+                      model also answers every upstream prompt by greedy decoding, and Z is the
+                      binary drop D[i, j] = 1[right before, wrong after fine-tuning on task i]
+                      (matrix/answers.py); the upstream examples need reference answers (chat
+                      records: demo_tasks, mmlu, bbh, truthfulqa, tulu, flan, dolly, chat)
+    answer_kind       how answers are extracted and compared (score/exact_match.py): auto (by
+                      upstream), mmlu, bbh, truthfulqa, short, demo
+    max_new_tokens    the greedy answer budget (0: the answer kind's default)
+    generate_batch_size  prompts decoded at once
     """
 
     upstream: str = _field("demo", choices=UPSTREAM_KINDS)
@@ -333,6 +357,11 @@ class MatrixSettings:
     task_submeshes: int = _field(1, at_least=1)
     representations: bool = True
     task_examples: int = _field(64, at_least=1)
+    upstream_tasks: tuple[str, ...] = _field((), check=_demo_tasks)
+    metric: str = _field("nll", choices=METRICS)
+    answer_kind: str = _field("auto", choices=ANSWER_KINDS)
+    max_new_tokens: int = _field(0, at_least=0)
+    generate_batch_size: int = _field(64, at_least=1)
 
 
 def _predict_methods(value: tuple) -> str | None:

@@ -70,26 +70,38 @@ class RunSummary:
     report_path: str | None = None  # the experiment's report
     analysis: dict[str, Any] | None = None
     experiment_dir: str | None = None  # W/experiments/<name>
+    metric: str = "nll"  # matrix.metric
 
 
-_UPSTREAM: dict[tuple, list[Example]] = {}  # load_upstream's results in this process
+_UPSTREAM: dict[tuple, tuple[list[Example], list[dict]]] = {}  # _upstream_cached's results in this process
 
 
 def load_upstream(matrix: Any, tokenizer) -> list[Example]:
     """The upstream examples of `matrix.upstream`, read and tokenized once per process for the same
     settings, tokenizer and file (its size and modification time): a reused `run`, `replay` or
     the next command of one process does not read them again."""
+    return list(_upstream_cached(matrix, tokenizer)[0])
+
+
+def load_upstream_records(matrix: Any, tokenizer) -> list[dict]:
+    """The records of `load_upstream`'s examples, one each in the same order (their prompts and
+    reference answers: the exact-match metric, matrix/answers.py)."""
+    return list(_upstream_cached(matrix, tokenizer)[1])
+
+
+def _upstream_cached(matrix: Any, tokenizer) -> tuple[list[Example], list[dict]]:
     path = matrix.upstream_path
     stamp = (os.path.getsize(path), os.stat(path).st_mtime_ns) if path and os.path.isfile(path) else None
     key = (repr(matrix), getattr(tokenizer, "name_or_path", id(tokenizer)), len(tokenizer), stamp)
     if key not in _UPSTREAM:
         _UPSTREAM.clear()  # one upstream set at a time: a run holds one
         _UPSTREAM[key] = _read_upstream(matrix, tokenizer)
-    return list(_UPSTREAM[key])
+    return _UPSTREAM[key]
 
 
-def _read_upstream(matrix: Any, tokenizer) -> list[Example]:
-    """The upstream examples of `matrix.upstream` (experiment.MatrixSettings), in a stable order."""
+def _read_upstream(matrix: Any, tokenizer) -> tuple[list[Example], list[dict]]:
+    """The upstream examples of `matrix.upstream` (experiment.MatrixSettings), in a stable order,
+    and their records."""
     from forgetting_jax.data.examples import encode_records
     from forgetting_jax.data.splits import subsample
 
@@ -97,9 +109,18 @@ def _read_upstream(matrix: Any, tokenizer) -> list[Example]:
     max_length = int(matrix.max_length)
     kind, path = matrix.upstream, matrix.upstream_path
     if kind == "demo":
-        from forgetting_jax.data.demo.corpus import load_demo_upstream
+        from forgetting_jax.data.demo import corpus_path
+        from forgetting_jax.data.demo.corpus import demo_upstream_records
 
-        return load_demo_upstream(tokenizer, max_length, n, int(matrix.seed))
+        records = demo_upstream_records(tokenizer, max_length, n, int(matrix.seed))
+        return encode_records(tokenizer, records, max_length, source=corpus_path()), records
+    if kind == "demo_tasks":
+        from forgetting_jax.data.demo.tasks import suite_records
+
+        if not matrix.upstream_tasks:
+            raise ValueError("matrix.upstream=demo_tasks needs matrix.upstream_tasks (tasks of the bundled suite)")
+        records = subsample(suite_records(matrix.upstream_tasks, "train"), n, int(matrix.seed))
+        return encode_records(tokenizer, records, max_length, source="the demo task suite"), records
     if not path:
         raise ValueError(f"matrix.upstream={kind!r} needs matrix.upstream_path")
     kwargs = {k: v for k, v in dict(matrix.upstream_kwargs or {}).items() if v is not None}
@@ -115,14 +136,15 @@ def _read_upstream(matrix: Any, tokenizer) -> list[Example]:
         from forgetting_jax.data.sources import READERS
 
         if kind not in READERS:
-            raise ValueError(f"matrix.upstream {kind!r} is not demo, lm, chat or one of {sorted(READERS)}")
+            raise ValueError(f"matrix.upstream {kind!r} is not demo, demo_tasks, lm, chat or one of {sorted(READERS)}")
         reader = READERS[kind]
         accepted = inspect.signature(reader).parameters
         unused = [k for k in kwargs if k not in accepted]
         if unused:
             raise ValueError(f"matrix.upstream_kwargs {', '.join(unused)} do not apply to matrix.upstream={kind!r}")
         records = reader(path, **kwargs)
-    return encode_records(tokenizer, subsample(records, n, int(matrix.seed)), max_length, source=path)
+    records = subsample(records, n, int(matrix.seed))
+    return encode_records(tokenizer, records, max_length, source=path), records
 
 
 def _scoring_mesh(train_mesh: Mesh) -> Mesh | None:
@@ -142,16 +164,29 @@ def score_params(config: ModelConfig, params: Any, examples: Sequence[Example], 
     return nll, count
 
 
-def score_run(up: "Upstream", run: Any, examples: Sequence[Example], config: Any, what: str) -> np.ndarray:
+def score_run(up: "Upstream", run: Any, examples: Sequence[Example], config: Any, what: str, key: str = "",
+              row_fp: str | None = None) -> np.ndarray:
     """Mean NLL [n] of `examples` under a fine-tuned model: its parameters where they sit on the
     mesh (a run just trained), else its exported model/ (a finished run that kept it). The weights
-    are rounded to train.export_dtype first, when set, as an export would store them."""
+    are rounded to train.export_dtype first, when set, as an export would store them. row_fp: also
+    answer the upstream prompts with it and store the answers of `key` (matrix.metric=exact_match)."""
     if run.params is None:
         _, params = load_model(run.model_dir, param_dtype=config.matrix.dtype, dtype=config.matrix.dtype)
     else:
         export_dtype = config.train.export_dtype
         params = run.params if not export_dtype else jax.tree.map(lambda x: x.astype(export_dtype), run.params)
-    return score_params(up.scoring_config, params, examples, config.matrix, what, up.scoring_mesh)[0]
+    nll = score_params(up.scoring_config, params, examples, config.matrix, what, up.scoring_mesh)[0]
+    if row_fp is not None:
+        from forgetting_jax.matrix.answers import answer, answers_fingerprint
+
+        correct, completions = answer(up.scoring_config, params, up.answers, up.tokenizer, up.eos_ids,
+                                      up.scoring_mesh, up.generate_batch_size, what)
+        up.answer_store.write(key, answers_fingerprint(row_fp, up.answers), correct, completions)
+        dropped = up.base_correct & ~correct
+        log.info("task %s: %d of %d answers the base model got right are now wrong (%.1f%%)", key,
+                 int(dropped.sum()), int(up.base_correct.sum()),
+                 100 * float(dropped.sum()) / max(int(up.base_correct.sum()), 1))
+    return nll
 
 
 @dataclasses.dataclass
@@ -171,6 +206,12 @@ class Upstream:
     base_scores_fp: str = ""  # the fingerprint of the base scores (of base_nll)
     tokens_per_batch: int = 16384  # matrix.tokens_per_batch: token slots per scoring call
     base_scorer: Any = None  # the base weights while representations are computed (matrix/representations.py)
+    answers: Any = None  # matrix.metric=exact_match: the AnswerSet (matrix/answers.py), else None
+    answer_store: Any = None  # its AnswerStore
+    base_correct: np.ndarray | None = None  # [N] bool: the base model's answers are right
+    tokenizer: Any = None  # the base's tokenizer (prompts and answers)
+    eos_ids: tuple[int, ...] = ()  # the token ids that end an answer
+    generate_batch_size: int = 64
 
 
 def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Upstream:
@@ -222,18 +263,50 @@ def prepare_upstream(config: Any, workdir: str, mesh: Mesh | None = None) -> Ups
                  float(np.nanmean(up.base_nll)), stats.tokens_per_second)
         store.write_base(base_fp, example_ids, up.base_nll, count)
         up.base_scorer = scorer  # for the representations below: no second read of the weights
+    if matrix.metric == "exact_match":
+        _base_answers(up, matrix, tokenizer)
     if reps is not None:
         representations.upstream_representation(up)  # read from the cache, or computed now
     up.base_scorer = None  # not held while tasks fine-tune
     return up
 
 
+def _base_answers(up: Upstream, matrix: Any, tokenizer) -> None:
+    """matrix.metric=exact_match: the answer set, and the base model's answers (read from the
+    answer store, or generated now)."""
+    from forgetting_jax.matrix.answers import BASE, AnswerStore, answer, answer_set, answers_fingerprint
+    from forgetting_jax.models.generate import eos_token_ids
+
+    up.answers = answer_set(matrix, tokenizer, load_upstream_records(matrix, tokenizer))
+    up.answer_store = AnswerStore(up.store.root)
+    up.tokenizer = tokenizer
+    up.eos_ids = tuple(eos_token_ids(up.scoring_config, tokenizer, up.base.model_dir))
+    up.generate_batch_size = int(matrix.generate_batch_size)
+    fp = answers_fingerprint(up.base_scores_fp, up.answers)
+    up.base_correct = up.answer_store.read(BASE, fp, len(up.examples))
+    if up.base_correct is not None:
+        log.info("base model's answers to %d upstream prompts reused: %.1f%% right", len(up.examples),
+                 100 * float(up.base_correct.mean()))
+        return
+    if up.base_scorer is not None:
+        params = up.base_scorer.params
+    else:
+        _check_base_model(up.base)
+        _, params = load_model(up.base.model_dir, param_dtype=matrix.dtype, dtype=matrix.dtype)
+    correct, completions = answer(up.scoring_config, params, up.answers, tokenizer, up.eos_ids, up.scoring_mesh,
+                                  up.generate_batch_size, "the base model")
+    up.answer_store.write(BASE, fp, correct, completions)
+    up.base_correct = correct
+
+
 def scored_run(config: Any, workdir: str, up: Upstream, task: str, examples: Sequence[Example], store: MatrixStore,
-               key: str, scoring: dict, plan: Any | None = None, mixture: Any | None = None, redo: bool = False
-               ) -> tuple[np.ndarray, bool]:
+               key: str, scoring: dict, plan: Any | None = None, mixture: Any | None = None, redo: bool = False,
+               answers: bool = False) -> tuple[np.ndarray, bool]:
     """(mean NLL [n] of `examples` after fine-tuning on `task`, reused): read from `store` under
     `key` when the fingerprint (the run's and `scoring`) matches; else fine-tune (with `mixture`;
     a finished run that kept its model is reused), score and write them. redo: recompute both.
+    answers: also the fine-tuned model's answers to the upstream prompts (matrix.metric=exact_match),
+    reused or written likewise (the row counts as finished when both are stored).
     The fine-tuned weights are scored where they sit on the mesh; they are exported (model/) only
     with matrix.keep_models."""
     from forgetting_jax.train.finetune import finetune, plan_finetune
@@ -246,18 +319,25 @@ def scored_run(config: Any, workdir: str, up: Upstream, task: str, examples: Seq
         _remove(plan.run_dir)
     else:
         row = store.row(key, fp, len(examples))
-        if row is not None:
+        if row is not None and (not answers or _stored_answers(up, key, fp) is not None):
             return row, True
         if plan.finished and not _has_model(plan.run_dir):
             _remove(plan.run_dir)  # finished before, its weights dropped (or damaged) since: train it again
     keep = bool(config.matrix.keep_models)
     run = finetune(config, workdir, task, up.base, mesh=up.mesh, mixture=mixture, plan=plan, export=keep)
     what = f"the model fine-tuned on {task}" + ("" if mixture is None else f" ({mixture.label})")
-    nll = score_run(up, run, examples, config, what)
+    nll = score_run(up, run, examples, config, what, key=key, row_fp=fp if answers else None)
     store.write_row(key, fp, nll)
     if not keep and run.model_dir is not None:
         _remove(run.model_dir)  # kept by an earlier experiment; this one does not keep models
     return nll, False
+
+
+def _stored_answers(up: Upstream, task: str, row_fp: str) -> np.ndarray | None:
+    """correct [N] of the model of row `row_fp` of `task` when its answers are stored, else None."""
+    from forgetting_jax.matrix.answers import answers_fingerprint
+
+    return up.answer_store.read(task, answers_fingerprint(row_fp, up.answers), len(up.examples))
 
 
 def row_fingerprint(plan: Any, scoring: dict) -> str:
@@ -269,7 +349,8 @@ def task_row(config: Any, workdir: str, up: Upstream, task: str, plan: Any | Non
              redo: bool = False) -> tuple[np.ndarray, bool]:
     """(ft_nll [N], reused) of `task`: its finished row, or fine-tune (reusing a finished run that
     kept its model), score the upstream examples and write the row. redo: recompute both."""
-    ft_nll, reused = scored_run(config, workdir, up, task, up.examples, up.store, task, up.scoring, plan, redo=redo)
+    ft_nll, reused = scored_run(config, workdir, up, task, up.examples, up.store, task, up.scoring, plan, redo=redo,
+                                answers=up.answers is not None)
     if not reused:
         z = ft_nll - up.base_nll
         log.info("task %s: row written; mean forgetting %+.4f, %.0f%% of upstream examples forgotten", task,
@@ -299,7 +380,8 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
 
     up = upstream or prepare_upstream(config, workdir)
     store, upstream = up.store, up.examples
-    summary = RunSummary(workdir, "", all_tasks, len(upstream), base_scores_reused=up.base_scores_reused)
+    summary = RunSummary(workdir, "", all_tasks, len(upstream), base_scores_reused=up.base_scores_reused,
+                         metric=config.matrix.metric)
 
     plans: dict = {}  # {task: FinetunePlan}: each task's data is read and tokenized once
     parallel = config.matrix.parallel_tasks
@@ -329,8 +411,15 @@ def run_pipeline(config: Any, workdir: str, tasks: Sequence[str] | None = None, 
     row_fps = {task: row_fingerprint(plans[task], up.scoring) for task in all_tasks}
     experiment = resolve_experiment(workdir, config.name, experiment_fingerprint(row_fps, up.base_scores_fp))
     rows = finished_rows(store, row_fps, len(upstream))
+    if up.answers is not None:
+        from forgetting_jax.matrix.answers import matrix_arrays
+
+        correct_after = {task: _stored_answers(up, task, row_fps[task]) for task in rows}
+        rows = {task: row for task, row in rows.items() if correct_after[task] is not None}
     record_experiment(experiment, config.name, row_fps, up.base_scores_fp)
     extras = matrix_representations(config, up, list(rows), plans) if config.matrix.representations else {}
+    if up.answers is not None:
+        extras.update(matrix_arrays(up.base_correct, correct_after, list(rows)))
     store.assemble(rows, up.base_nll, [e.id for e in upstream], [e.task for e in upstream], experiment.matrix_path,
                    extras=extras)
     publish_matrix(experiment, workdir)
@@ -390,7 +479,8 @@ def _train_ahead(config: Any, workdir: str, up: Upstream, candidates: Sequence[s
         if task in redo:
             _remove(up.store.row_path(task, fp))
             _remove(plan.run_dir)
-        elif up.store.row(task, fp, len(up.examples)) is not None or has_model:
+        elif has_model or (up.store.row(task, fp, len(up.examples)) is not None
+                           and (up.answers is None or _stored_answers(up, task, fp) is not None)):
             continue
         elif plan.finished:
             _remove(plan.run_dir)  # finished before, its weights dropped since: train it again
@@ -405,8 +495,10 @@ def _train_ahead(config: Any, workdir: str, up: Upstream, candidates: Sequence[s
     keep = bool(config.matrix.keep_models)
     runs = finetune_group(config, workdir, group, up.base, up.task_mesh, parallel, plans=plans, export=keep)
     for run in runs:
-        nll = score_run(up, run, up.examples, config, f"the model fine-tuned on {run.task}")
-        up.store.write_row(run.task, row_fingerprint(plans[run.task], up.scoring), nll)
+        fp = row_fingerprint(plans[run.task], up.scoring)
+        nll = score_run(up, run, up.examples, config, f"the model fine-tuned on {run.task}", key=run.task,
+                        row_fp=fp if up.answers is not None else None)
+        up.store.write_row(run.task, fp, nll)
         z = nll - up.base_nll
         log.info("task %s: row written; mean forgetting %+.4f, %.0f%% of upstream examples forgotten", run.task,
                  float(np.nanmean(z)), 100 * float(np.nanmean(z > 0)))

@@ -20,9 +20,10 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray, tasks: list[str],
-                  example_ids: list[str], sources: list[str], figures_dir: str) -> str:
+                  example_ids: list[str], sources: list[str], figures_dir: str, metric: str = "nll") -> str:
     """Markdown that explains the matrix: its size, how much is forgotten, its low-rank structure,
-    which tasks cause and which examples suffer the most forgetting.
+    which tasks cause and which examples suffer the most forgetting. metric: "exact_match" words
+    it for a binary matrix of lost answers (matrix/answers.py).
 
     Means and shares are over the finite entries of z_MxN [M, N]; when there are non-finite ones
     (NaN, +inf, -inf; counted in analysis["nonfinite"], else here) the summary says how many and
@@ -41,18 +42,22 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
                  else count_nonfinite(z_MxN, tasks))
     r2 = analysis["r2"]
     svd = r2["svd"]
-    parts = [
-        f"# Forgetting report: {name}",
-        "",
-        f"Each entry Z[i, j] of the forgetting matrix is how much the mean negative log-likelihood of "
-        f"upstream example j rose after fine-tuning the base model on task i (positive: forgotten). "
-        f"This matrix has **{m} tasks x {n} upstream examples** (`{matrix_path}`).",
-        "",
-        f"- mean forgetting {mean_all:+.4f} nats per token; {100 * positive_all:.1f}% of entries "
-        f"are positive (forgotten)",
-        f"- the most forgetting-inducing task raises NLL by {np.nanmax(row_mean):+.4f} on average, the least by "
-        f"{np.nanmin(row_mean):+.4f}",
-    ] + ([f"- {nonfinite.describe('the matrix')}; the means and percentages in this report are over "
+    if metric == "exact_match":
+        meaning = [f"Each entry Z[i, j] of the forgetting matrix is 1 when the base model answered upstream example "
+                   f"j right and the model fine-tuned on task i answers it wrong (an answer lost), else 0. "
+                   f"This matrix has **{m} tasks x {n} upstream examples** (`{matrix_path}`).", "",
+                   f"- {100 * mean_all:.2f}% of entries are lost answers",
+                   f"- the task that loses the most answers loses {100 * np.nanmax(row_mean):.1f}% of the "
+                   f"{n} examples, the one that loses the fewest {100 * np.nanmin(row_mean):.1f}%"]
+    else:
+        meaning = [f"Each entry Z[i, j] of the forgetting matrix is how much the mean negative log-likelihood of "
+                   f"upstream example j rose after fine-tuning the base model on task i (positive: forgotten). "
+                   f"This matrix has **{m} tasks x {n} upstream examples** (`{matrix_path}`).", "",
+                   f"- mean forgetting {mean_all:+.4f} nats per token; {100 * positive_all:.1f}% of entries "
+                   f"are positive (forgotten)",
+                   f"- the most forgetting-inducing task raises NLL by {np.nanmax(row_mean):+.4f} on average, "
+                   f"the least by {np.nanmin(row_mean):+.4f}"]
+    parts = [f"# Forgetting report: {name}", ""] + meaning + ([f"- {nonfinite.describe('the matrix')}; the means and percentages in this report are over "
           f"the {int(finite_count):,} finite entries"] if nonfinite.any else []) + [
         "",
         "## Low-rank structure",
@@ -125,7 +130,12 @@ def write_report(directory: str, matrix_path: str, name: str, max_rank: int, wor
     data = read_matrix_file(matrix_path)
     ids = data["example_ids"]
     text = render_report(name, os.path.relpath(matrix_path, workdir or directory), analysis, data["Z"],
-                         data["tasks"], ids, data.get("example_sources", [""] * len(ids)), "analysis")
+                         data["tasks"], ids, data.get("example_sources", [""] * len(ids)), "analysis",
+                         metric=data["metric"])
+    if data["metric"] == "exact_match":
+        from forgetting_jax.matrix.answers_report import answers_section
+
+        text = text.rstrip("\n") + "\n\n" + answers_section(data, analysis_dir, "analysis")
     if settings_stamp(predict) is not None:
         section, result = prediction_section(data, predict, analysis_dir, "analysis")
         text = text.rstrip("\n") + "\n\n" + section
@@ -145,8 +155,10 @@ def print_summary(summary) -> None:
         f"forgetting matrix: {len(summary.tasks)} tasks x {summary.num_examples} upstream examples "
         f"({len(summary.trained)} rows computed now, {len(summary.reused_rows)} reused, base scores "
         f"{'reused' if summary.base_scores_reused else 'computed'}) in {summary.seconds:.0f}s",
-        f"  matrix   {summary.matrix_path}   (Z[i, j] = NLL after fine-tuning on task i - NLL before, "
-        "example j; > 0 = forgotten)",
+        f"  matrix   {summary.matrix_path}   " + ("(Z[i, j] = 1: example j answered right before, wrong after "
+                                                 "fine-tuning on task i)" if summary.metric == "exact_match" else
+                                                 "(Z[i, j] = NLL after fine-tuning on task i - NLL before, "
+                                                 "example j; > 0 = forgotten)"),
     ]
     if summary.analysis:
         r2 = summary.analysis["r2"]

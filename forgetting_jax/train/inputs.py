@@ -123,6 +123,8 @@ def corpus_examples(pretrain: Any, tokenizer, max_length: int) -> dict[str, list
     """Pre-training chunks (every token after the first trained), split into train/validation.
 
     pretrain.corpus: a text file `read_upstream` reads (None: the bundled demo corpus).
+    pretrain.demo_tasks: suite tasks whose training examples (chat, loss on the responses) join
+    the training split.
     """
     from forgetting_jax.data.demo import corpus_path
     from forgetting_jax.data.examples import encode_records
@@ -136,5 +138,11 @@ def corpus_examples(pretrain: Any, tokenizer, max_length: int) -> dict[str, list
     records = [dict(r, task="corpus") for r in records]  # one split over the whole corpus
     splits = split_records(records, pretrain.validation_fraction, seed=pretrain.seed,
                            max_validation=pretrain.max_validation or None)
-    return {split: encode_records(tokenizer, chosen, max_length, skip_bad=True, source=path)
+    data = {split: encode_records(tokenizer, chosen, max_length, skip_bad=True, source=path)
             for split, chosen in splits.items()}
+    if pretrain.demo_tasks:
+        from forgetting_jax.data.demo.tasks import suite_records
+
+        data["train"] += encode_records(tokenizer, suite_records(pretrain.demo_tasks, "train"), max_length,
+                                        source="the demo task suite")
+    return data

@@ -398,6 +398,17 @@ def task_kinds() -> dict[str, str]:
     return {name: spec.kind for name, spec in TASKS.items()}
 
 
+def suite_records(tasks, split: str = "train", seed: int = 0) -> list[dict]:
+    """The chat records of `split` of these suite tasks, task after task (KeyError naming an
+    unknown task): the demo's exact-match upstream set (matrix.upstream=demo_tasks) and the
+    instruction data of an instruction-tuned demo base (pretrain.demo_tasks)."""
+    unknown = [name for name in tasks if name not in TASKS]
+    if unknown:
+        raise KeyError(f"unknown demo task(s) {', '.join(unknown)}; tasks: {', '.join(TASKS)}")
+    suite = build_task_suite(seed)
+    return [record for name in tasks for record in suite[name][split]]
+
+
 def load_task_examples(name: str, split: str, tokenizer, max_length: int | None = None, seed: int = 0,
                        num_train: int = NUM_TRAIN, num_validation: int = NUM_VALIDATION) -> list[Example]:
     """One task's split as chat Examples (loss on the response tokens only)."""
