@@ -30,20 +30,30 @@ class DecoderLayer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], attn_inputs: dict):
+    def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], attn_inputs: dict,
+                 kv_cache: dict | None = None):
+        """(output [B, L, D], this layer's updated KV cache, or None without one)."""
         c = self.config
-        attn, mlp = Attention(c, name="attn"), Mlp(c, name="mlp")
+        attn_module, mlp = Attention(c, name="attn"), Mlp(c, name="mlp")
+        updated = []
+
+        def attn(x):
+            if kv_cache is None:
+                return attn_module(x, cos_sin, attn_inputs)
+            out, cache = attn_module(x, cos_sin, attn_inputs, kv_cache)
+            updated.append(cache)
+            return out
+
         if c.post_norm:
-            h = x_BxLxD + make_norm(c, "post_attn_norm")(attn(x_BxLxD, cos_sin, attn_inputs))
+            h = x_BxLxD + make_norm(c, "post_attn_norm")(attn(x_BxLxD))
             out = h + make_norm(c, "post_mlp_norm")(mlp(h))
         elif c.parallel_residual:
-            out = (x_BxLxD + attn(make_norm(c, "attn_norm")(x_BxLxD), cos_sin, attn_inputs)
-                   + mlp(make_norm(c, "mlp_norm")(x_BxLxD)))
+            out = x_BxLxD + attn(make_norm(c, "attn_norm")(x_BxLxD)) + mlp(make_norm(c, "mlp_norm")(x_BxLxD))
         else:
-            h = x_BxLxD + attn(make_norm(c, "attn_norm")(x_BxLxD), cos_sin, attn_inputs)
+            h = x_BxLxD + attn(make_norm(c, "attn_norm")(x_BxLxD))
             out = h + mlp(make_norm(c, "mlp_norm")(h))
         out = nn.with_logical_constraint(out, ("activation_batch", "activation_length", "activation_embed"))
-        return out, None
+        return out, (updated[0] if updated else None)
 
 
 class Decoder(nn.Module):
@@ -53,15 +63,23 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, tokens_BxL: Array, positions_BxL: Array | None = None,
-                 segment_ids_BxL: Array | None = None) -> Array:
+                 segment_ids_BxL: Array | None = None, cache: dict | None = None):
+        """Final hidden states [B, L, D]; with a KV cache, (hidden states, the updated cache).
+
+        cache (greedy decoding, models/generate.py): {"k", "v": [layers, B, S, K, H] in the compute
+        dtype, "index": int32 scalar, the slot of the first of these L tokens, "pad": int32 [B],
+        the left padding of each row}. Slot s of row b holds the token at position s - pad[b]
+        (slots before pad[b] are padding); positions_BxL and segment_ids_BxL are then ignored.
+        Each token attends to the valid slots up to its own (and within the sliding window).
+        """
         c = self.config
+        if cache is not None:
+            return self._cached(tokens_BxL, cache)
         if positions_BxL is None:
             positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
         if segment_ids_BxL is None:
             segment_ids_BxL = jnp.ones_like(tokens_BxL)
-        embedding_VxD = partitioned_param(self, "embedding", (c.vocab_size, c.hidden_size), ("vocab", "embed"),
-                               nn.initializers.normal(stddev=1.0), c)
-        x_BxLxD = jnp.take(embedding_VxD, tokens_BxL, axis=0).astype(dtype_of(c.dtype))
+        x_BxLxD = self._embed(tokens_BxL)
         x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("activation_batch", "activation_length", "activation_embed"))
         cos_sin = rotary_tables(c, positions_BxL)
         attn_inputs = attention_inputs(c, segment_ids_BxL, positions_BxL)
@@ -79,11 +97,51 @@ class Decoder(nn.Module):
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(c, name="layers")
         x_BxLxD, _ = layers(x_BxLxD, cos_sin, attn_inputs)
+        return self._finish(x_BxLxD)
+
+    def _embed(self, tokens_BxL: Array) -> Array:
+        c = self.config
+        embedding_VxD = partitioned_param(self, "embedding", (c.vocab_size, c.hidden_size), ("vocab", "embed"),
+                                          nn.initializers.normal(stddev=1.0), c)
+        return jnp.take(embedding_VxD, tokens_BxL, axis=0).astype(dtype_of(c.dtype))
+
+    def _finish(self, x_BxLxD: Array) -> Array:
+        c = self.config
         x_BxLxD = make_norm(c, "final_norm")(x_BxLxD)
         if not c.tie_embeddings:
             partitioned_param(self, "lm_head", (c.hidden_size, c.vocab_size), ("embed", "vocab"),
                    nn.initializers.normal(stddev=c.hidden_size ** -0.5), c)
         return x_BxLxD
+
+    def _cached(self, tokens_BxL: Array, cache: dict):
+        """The KV-cache path of `__call__` (XLA attention with a dense [B, 1, L, S] mask)."""
+        c = self.config
+        B, L = tokens_BxL.shape
+        S = cache["k"].shape[2]
+        index, pad_B = cache["index"], cache["pad"]
+        slots_S = jnp.arange(S)
+        query_slots_L = index + jnp.arange(L)
+        positions_BxL = jnp.maximum(query_slots_L[None, :] - pad_B[:, None], 0)
+        x_BxLxD = self._embed(tokens_BxL)
+        cos_sin = rotary_tables(c, positions_BxL)
+        valid_BxS = slots_S[None, :] >= pad_B[:, None]
+        mask_BxLxS = valid_BxS[:, None, :] & (slots_S[None, None, :] <= query_slots_L[None, :, None])
+        if c.sliding_window is not None:
+            key_positions_BxS = slots_S[None, :] - pad_B[:, None]
+            mask_BxLxS &= (positions_BxL[:, :, None] - key_positions_BxS[:, None, :]) < c.sliding_window
+        mask_BxLxS |= (slots_S[None, :] == query_slots_L[:, None])[None]  # padding sees itself: no empty row
+        attn_inputs = {"mask": mask_BxLxS[:, None], "index": index}
+        layers = nn.scan(
+            DecoderLayer,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(nn.broadcast, nn.broadcast, 0),
+            length=c.num_layers,
+            unroll=c.scan_unroll,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )(c, name="layers")
+        x_BxLxD, kv = layers(x_BxLxD, cos_sin, attn_inputs, {"k": cache["k"], "v": cache["v"]})
+        return self._finish(x_BxLxD), {"k": kv["k"], "v": kv["v"], "index": index + L, "pad": pad_B}
 
 
 def unembedding(params: dict, config: ModelConfig) -> Array:

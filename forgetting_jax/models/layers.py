@@ -122,7 +122,11 @@ class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], attn_inputs: dict) -> Array:
+    def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], attn_inputs: dict,
+                 kv_cache: dict | None = None):
+        """Attention output [B, L, D]; with `kv_cache` ({"k", "v"}: [B, S, K, H] of earlier slots,
+        and attn_inputs["index"], the slot of the first of these L tokens) also the cache with
+        these tokens' keys and values written at slots [index, index + L)."""
         c = self.config
         D, N, K, H = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
         q = Dense(c, (D,), (N, H), ("embed",), ("heads", "head_dim"), c.qkv_bias, name="q")(x_BxLxD)
@@ -136,6 +140,13 @@ class Attention(nn.Module):
         q = apply_rotary(q, *cos_sin)
         k = apply_rotary(k, *cos_sin)
         q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", None))
+        if kv_cache is not None:
+            index = attn_inputs["index"]
+            k_BxSxKxH = jax.lax.dynamic_update_slice(kv_cache["k"], k.astype(kv_cache["k"].dtype), (0, index, 0, 0))
+            v_BxSxKxH = jax.lax.dynamic_update_slice(kv_cache["v"], v.astype(kv_cache["v"].dtype), (0, index, 0, 0))
+            out_BxLxNxH = attend(q, k_BxSxKxH.astype(q.dtype), v_BxSxKxH.astype(q.dtype), attn_inputs, scale=H ** -0.5)
+            out = Dense(c, (N, H), (D,), ("heads", "head_dim"), ("embed",), c.out_bias, name="o")(out_BxLxNxH)
+            return out, {"k": k_BxSxKxH, "v": v_BxSxKxH}
         out_BxLxNxH = attend(q, k, v, attn_inputs, scale=H ** -0.5)
         return Dense(c, (N, H), (D,), ("heads", "head_dim"), ("embed",), c.out_bias, name="o")(out_BxLxNxH)
 
