@@ -1,6 +1,6 @@
 """The GPU measurement of the OLMo-1B shape, in one run: scoring and full fine-tuning throughput
-against the transformers baselines (rerun in the same run), cuDNN vs XLA attention, remat, and a
-per-component time breakdown of the train step. Targets (one H100/H200, bf16): scoring at least
+against the transformers baselines (rerun in the same run), greedy decoding against transformers
+generate, cuDNN vs XLA attention, remat, and a per-component time breakdown of the train step. Targets (one H100/H200, bf16): scoring at least
 200 k real tokens/s and 2.5x the transformers loop; full fine-tuning at 8 x 1024 at least 65 k
 tokens/s and 1.25x the transformers step.
 
@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 SHAPES = {"olmo1b": dict(hidden=2048, layers=16, heads=16, vocab=50304, rows=8, length=1024, examples=2048),
           "smoke": dict(hidden=64, layers=2, heads=4, vocab=4096, rows=2, length=64, examples=32)}
 
-PHASES = ("env", "attention", "score_auto", "train_torch", "train_auto", "components", "train_auto_dots",
+PHASES = ("env", "attention", "score_auto", "train_torch", "train_auto", "generate", "components", "train_auto_dots",
           "train_auto_scan", "score_xla", "train_xla", "task_parallel")
 
 
@@ -265,6 +265,23 @@ def phase_score(args, attention_impl: str) -> dict:
         return json.load(f)
 
 
+def phase_generate(args) -> dict:
+    """Greedy decoding of 32-token answers for a batch of 256 prompts (OLMo-1B shape, bf16), against
+    transformers generate in the same run (benchmarks/generate_throughput.py)."""
+    out_json = os.path.join(args.scratch, "generate.json")
+    big = args.shape == "olmo1b"
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "generate_throughput.py"),
+               f"--preset={'olmo1b' if big else 'cpu_small'}", "--dtype=bfloat16",
+               f"--num_prompts={256 if big else 8}", f"--batch_size={256 if big else 8}",
+               f"--min_prompt={64 if big else 8}", f"--max_prompt={512 if big else 32}",
+               f"--max_new_tokens={32 if big else 4}", "--repeats=2", f"--json={out_json}"]
+    code, log = run(command, args.remaining, {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.6"})
+    if code != 0:
+        raise RuntimeError(log[-3000:])
+    with open(out_json) as f:
+        return json.load(f)
+
+
 def _train_model_dir(args) -> str:
     directory = os.path.join(args.scratch, "train_model")
     if not os.path.isfile(os.path.join(directory, "config.json")):
@@ -303,6 +320,8 @@ def phase(name: str, args) -> dict:
         return phase_components(args)
     if name == "task_parallel":
         return phase_task_parallel(args)
+    if name == "generate":
+        return phase_generate(args)
     if name.startswith("score_"):
         return phase_score(args, name.split("_", 1)[1])
     if name == "train_torch":
@@ -339,6 +358,12 @@ def summary(results: dict) -> str:
                 f", layers {r.get('layers', 'default')}"
             lines.append(f"| full fine-tuning {r['rows']} x {r['length']}, {label} | {r['tokens_per_s_median']:,.0f} | "
                          f"{'65,000' if r['framework'] == 'jax' else ''} | |")
+    r = results.get("generate")
+    if isinstance(r, dict) and "fj_steady_new_tokens_per_s" in r:
+        lines.append(f"| greedy decoding {r['num_prompts']} prompts x {r['max_new_tokens']} new tokens, forgetting_jax "
+                     f"(steady) | {r['fj_steady_new_tokens_per_s']:,} | | whole process "
+                     f"{r['fj_whole_process_new_tokens_per_s']:,}/s; completions identical {r['completions_identical']} |")
+        lines.append(f"| greedy decoding, transformers generate (same run) | {r['transformers_new_tokens_per_s']:,} | | |")
     attention = results.get("attention")
     if isinstance(attention, dict) and "fwd_bwd" in attention:
         for impl, r in attention["fwd_bwd"].items():

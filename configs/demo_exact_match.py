@@ -30,7 +30,7 @@ UPSTREAM_TASKS = ("divide", "larger", "palindrome", "to_hex", "time_24h", "max_n
 def get_config():
     config = demo_config()
     config.name = "demo_exact_match"
-    config.pretrain.update(dict(steps=400, demo_tasks=UPSTREAM_TASKS))
+    config.pretrain.update(dict(steps=800, demo_tasks=UPSTREAM_TASKS))
     config.matrix.update(dict(upstream="demo_tasks", upstream_tasks=UPSTREAM_TASKS, metric="exact_match",
                               num_upstream=0, max_length=128))
     return config

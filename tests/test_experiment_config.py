@@ -94,7 +94,11 @@ def test_allowed_values_are_those_of_the_code_that_reads_them():
     from forgetting_jax.models.decoder import REMAT_POLICIES
     from forgetting_jax.train.inputs import TASK_READERS
 
-    assert ex.UPSTREAM_KINDS == ("demo", "lm", "chat") + tuple(READERS)
+    from forgetting_jax.score.exact_match import ANSWER_KINDS, UPSTREAM_KINDS
+
+    assert ex.UPSTREAM_KINDS == ("demo", "demo_tasks", "lm", "chat") + tuple(READERS)
+    assert ex.ANSWER_KINDS == ("auto",) + ANSWER_KINDS
+    assert set(UPSTREAM_KINDS) <= set(ex.UPSTREAM_KINDS)
     assert ex.REMAT_POLICIES == tuple(REMAT_POLICIES)
     assert ex.TASK_READERS == TASK_READERS
     assert DUPLICATES == ("error", "skip")
@@ -118,7 +122,7 @@ def test_a_bad_choice_names_the_field_and_the_allowed_values():
         assert _error(config) == f"config field {section}.{field}={value!r} is not one of {allowed}"
     config = default_config()
     config.matrix.upstream = "dolmaa"
-    assert _error(config).startswith("config field matrix.upstream='dolmaa' is not one of demo, lm, chat, upstream")
+    assert _error(config).startswith("config field matrix.upstream='dolmaa' is not one of demo, demo_tasks, lm, chat, upstream")
 
 
 def test_a_wrong_type_names_the_field():

@@ -80,7 +80,9 @@ def reconstruct(fit: FactorFit, rows_BxD: jax.Array | None = None,
 
 
 def r2_from_sse(sse: float, moments: Moments) -> float:
-    """R^2 = 1 - MSE / Var over the usable observed entries."""
+    """R^2 = 1 - MSE / Var over the usable observed entries (NaN for a constant matrix)."""
+    if not moments.var > 0:
+        return float("nan")
     return float(1.0 - (sse / moments.count) / moments.var)
 
 

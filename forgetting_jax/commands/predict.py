@@ -39,7 +39,8 @@ flags.DEFINE_bool("score_observed", False,
 flags.DEFINE_integer("rep_dot_steps", 5000, "Optimizer steps of the rep_dot head.")
 flags.DEFINE_float("rep_dot_lr", 1e-3, "Learning rate of the rep_dot head.")
 flags.DEFINE_integer("rep_dot_seeds", 1, "Heads of rep_dot trained at once (vmapped); predictions average them.")
-flags.DEFINE_float("threshold", 0.0, "Forgetting above this counts as forgotten (F1, AUC).")
+flags.DEFINE_float("threshold", None, "Forgetting above this counts as forgotten (F1, AUC); default 0.5 on a "
+                   "binary matrix (lost answers), else 0.")
 flags.DEFINE_integer("top_k", 100, "K of precision@K of the most forgotten examples.")
 flags.DEFINE_integer("rank", 5, "Rank of the als method.")
 flags.DEFINE_float("reg", 1.0, "Ridge of the training fits.")

@@ -32,14 +32,14 @@ from forgetting_jax.experiment.config_dict import (default_config, section_confi
                                                    to_config_dict, train_defaults)
 from forgetting_jax.experiment.parse import as_experiment, field_kind, parse, scan_unroll
 from forgetting_jax.experiment.sections import (
-    ATTENTION_IMPLS, BASES, BATCHINGS, CPU_COLLECTIVES, DATA_SOURCES, DEMO_TASKS, DTYPES, EXPORT_DTYPES, FAMILIES,
-    HF_FINGERPRINTS, METHODS, MODES, REMAT_POLICIES, TARGETS, TASK_READERS, UPSTREAM_KINDS, ConfigError, DataSettings,
+    ANSWER_KINDS, ATTENTION_IMPLS, BASES, BATCHINGS, CPU_COLLECTIVES, DATA_SOURCES, DEMO_TASKS, DTYPES, EXPORT_DTYPES, FAMILIES,
+    HF_FINGERPRINTS, METHODS, METRICS, MODES, REMAT_POLICIES, TARGETS, TASK_READERS, UPSTREAM_KINDS, ConfigError, DataSettings,
     DistributedSettings, Experiment, MatrixSettings, MeshSettings, ModelSettings, PredictSettings, PretrainSettings,
     ReplaySettings, RuntimeSettings, TrainLoraSettings, TrainSettings)
 
 __all__ = [
-    "ATTENTION_IMPLS", "BASES", "BATCHINGS", "CPU_COLLECTIVES", "DATA_SOURCES", "DEMO_TASKS", "DTYPES", "EXPORT_DTYPES",
-    "FAMILIES", "HF_FINGERPRINTS", "METHODS", "MODES", "REMAT_POLICIES", "TARGETS", "TASK_READERS", "UPSTREAM_KINDS",
+    "ANSWER_KINDS", "ATTENTION_IMPLS", "BASES", "BATCHINGS", "CPU_COLLECTIVES", "DATA_SOURCES", "DEMO_TASKS", "DTYPES", "EXPORT_DTYPES",
+    "FAMILIES", "HF_FINGERPRINTS", "METHODS", "METRICS", "MODES", "REMAT_POLICIES", "TARGETS", "TASK_READERS", "UPSTREAM_KINDS",
     "ConfigError", "DataSettings", "DistributedSettings", "Experiment", "MatrixSettings", "MeshSettings",
     "ModelSettings", "PredictSettings", "PretrainSettings", "ReplaySettings", "RuntimeSettings", "TrainLoraSettings",
     "TrainSettings", "as_experiment", "default_config", "field_kind", "parse", "scan_unroll", "section_config", "split_comma_lists",

@@ -377,25 +377,27 @@ class PredictSettings:
     (matrix/prediction_report.py): the paper's protocol on the matrix just built.
 
     report          run the protocol and add the section (off: the report describes the matrix only)
-    methods         the methods compared: completion (additive, multiplicative, als, knn), the
+    methods         the methods compared: completion (additive, multiplicative, als, knn; logistic
+                    on a binary matrix, left out of the report on another), the
                     representation forecasters of prior work (rep_sim, rep_dot; they need
                     matrix.representations) and the reference forecasters (train_mean,
                     observed_mean, random)
     test_fraction   the share of tasks held out as test tasks (seeded by split_seed)
     k, seeds        observed entries per test task, and draws of them per test task
-    threshold       forgetting above this counts as forgotten (F1, precision, recall, AUC)
+    threshold       forgetting above this counts as forgotten (F1, precision, recall, AUC); None:
+                    0.5 on a binary matrix (matrix.metric=exact_match), else 0.0
     rep_dot_steps   optimizer steps of the rep_dot head (predict.rep_dot.RepDotConfig)
     rep_dot_lr      its learning rate
     """
 
     report: bool = True
-    methods: tuple[str, ...] = _field(("additive", "multiplicative", "als", "knn", "rep_sim", "rep_dot",
+    methods: tuple[str, ...] = _field(("additive", "multiplicative", "als", "knn", "logistic", "rep_sim", "rep_dot",
                                        "train_mean", "observed_mean"), check=_predict_methods)
     test_fraction: float = _field(0.3, above=0, below=1)
     k: int = _field(30, at_least=1)
     seeds: int = _field(10, at_least=1)
     split_seed: int = 0
-    threshold: float = 0.0
+    threshold: Optional[float] = None
     rep_dot_steps: int = _field(5000, at_least=1)
     rep_dot_lr: float = _field(1e-3, above=0)
 

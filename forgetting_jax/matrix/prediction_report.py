@@ -28,12 +28,12 @@ def comparison_settings(predict: Any, data: dict) -> Any:
     for name in predict.methods:
         missing = registry.missing_inputs(name, data)
         if missing:
-            log.info("prediction report: %s left out (the matrix file has no %s; matrix.representations)",
-                     name, ", ".join(missing))
+            log.info("prediction report: %s left out (it needs %s)", name, ", ".join(missing))
         else:
             methods.append(name)
     return comparison.ComparisonSettings(
-        methods=tuple(methods), k=int(predict.k), seeds=int(predict.seeds), threshold=float(predict.threshold),
+        methods=tuple(methods), k=int(predict.k), seeds=int(predict.seeds), threshold=(None if predict.threshold is None
+                                                                          else float(predict.threshold)),
         split_seed=int(predict.split_seed), per_task=False,
         rep_dot=comparison.rep_dot_config(predict.rep_dot_steps, predict.rep_dot_lr))
 
@@ -73,7 +73,7 @@ def prediction_section(data: dict, predict: Any, analysis_dir: str, figures_dir:
         f"row (scored after fine-tuning on it: {settings.k} forward passes instead of {n}), drawn {settings.seeds} "
         "times; the representation forecasters of prior work predict from the base model's representations of "
         "the task's and the upstream examples alone. Metrics are on the entries not observed; forgotten = "
-        f"Z > {settings.threshold:g} for F1 and AUC.",
+        f"Z > {result['settings']['threshold']:g} for F1 and AUC.",
         "",
         f"Headline figures: **{result['headline']['metrics']}** ({result['headline']['why']}).",
         "",

@@ -13,6 +13,11 @@ from forgetting_jax.utils.fingerprint import file_fingerprint
 from forgetting_jax.utils.io import write_json, write_text
 
 
+def r2_text(value) -> str:
+    """An R^2 for a table: n/a when undefined (a constant matrix, e.g. no answer lost at all)."""
+    return "n/a" if value is None or not np.isfinite(float(value)) else f"{float(value):.3f}"
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -65,9 +70,9 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
         "How much of the matrix a simple model explains (R^2 over the observed entries). The paper finds "
         "forgetting close to low rank: a few task and example factors explain most of it.",
         "",
-        markdown_table(["model", "R^2"], [["additive (mu + b_task + b_example)", f"{r2['additive']:.3f}"],
-                                  ["multiplicative rank 1 (alpha_i beta_j)", f"{r2['multiplicative']:.3f}"]]
-               + [[f"rank-{k} SVD", f"{float(v):.3f}"] for k, v in list(svd.items())[:5]]),
+        markdown_table(["model", "R^2"], [["additive (mu + b_task + b_example)", r2_text(r2["additive"])],
+                                  ["multiplicative rank 1 (alpha_i beta_j)", r2_text(r2["multiplicative"])]]
+               + [[f"rank-{k} SVD", r2_text(v)] for k, v in list(svd.items())[:5]]),
         "",
         f"![R^2 by rank]({os.path.join(figures_dir, 'r2_by_rank.png')})",
         "",
@@ -163,8 +168,8 @@ def print_summary(summary) -> None:
     if summary.analysis:
         r2 = summary.analysis["r2"]
         svd = list(r2["svd"].values())
-        lines.append(f"  low rank R^2: additive {r2['additive']:.3f}, multiplicative {r2['multiplicative']:.3f}, "
-                     f"rank 1-3 SVD {', '.join(f'{float(v):.3f}' for v in svd[:3])}")
+        lines.append(f"  low rank R^2: additive {r2_text(r2['additive'])}, multiplicative {r2_text(r2['multiplicative'])}, "
+                     f"rank 1-3 SVD {', '.join(r2_text(v) for v in svd[:3])}")
     prediction = (summary.analysis or {}).get("prediction")
     if prediction and prediction["best"]["rmse"]:
         best = prediction["best"]["rmse"]

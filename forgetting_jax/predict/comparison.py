@@ -34,7 +34,7 @@ class ComparisonSettings:
     methods: tuple[str, ...] | None = None  # None: every method the file has what it needs for
     k: int = 30
     seeds: int = 10
-    threshold: float = 0.0
+    threshold: float | None = None  # None: 0.5 on a binary matrix (lost answers), else 0.0
     top_k: int = 100
     max_rank_columns: int = 50_000
     pair_batch: int | None = None
@@ -52,6 +52,16 @@ def available_methods(data: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(m for m in registry.KNOWN if m != "random" and not registry.missing_inputs(m, data))
 
 
+def threshold_for(data: Mapping[str, Any], settings: ComparisonSettings) -> float:
+    """The forgetting threshold of F1, precision, recall and AUC: the settings' own, else 0.5 on a
+    binary matrix (lost answers; a predicted probability above one half), else 0.0."""
+    if settings.threshold is not None:
+        return float(settings.threshold)
+    from forgetting_jax.predict.logistic import is_binary
+
+    return 0.5 if is_binary(data["Z"]) else 0.0
+
+
 def compare(data: Mapping[str, Any], test_idx: np.ndarray, settings: ComparisonSettings,
             log_fn: Callable[[str], None] = log.info) -> dict[str, Any]:
     """Runs the protocol for every method of `settings` on the matrix file's arrays `data`
@@ -61,7 +71,7 @@ def compare(data: Mapping[str, Any], test_idx: np.ndarray, settings: ComparisonS
     methods = registry.build_methods(names, settings.completion, data, settings.rep_dot)
     tasks = list(data["tasks"])
     run = protocol.run_protocol(
-        data["Z"], test_idx, methods, k=settings.k, seeds=settings.seeds, threshold=settings.threshold,
+        data["Z"], test_idx, methods, k=settings.k, seeds=settings.seeds, threshold=threshold_for(data, settings),
         top_k=settings.top_k, max_rank_columns=settings.max_rank_columns, pair_batch=settings.pair_batch,
         chunk_columns=settings.chunk_columns, base_seed=settings.split_seed, log=log_fn,
         sampling=settings.sampling, score_observed=settings.score_observed, tasks=tasks)

@@ -10,7 +10,8 @@ from forgetting_jax.predict.methods import CompletionConfig, FactorMethod, KnnMe
 COMPLETION = ("additive", "multiplicative", "als", "knn")
 REPRESENTATION = ("rep_sim", "rep_dot")  # the forecasters of prior work, from representations
 BASELINES = ("train_mean", "observed_mean", "random")
-KNOWN = COMPLETION + REPRESENTATION + BASELINES
+BINARY = ("logistic",)  # completion of binary matrices only (lost answers: matrix.metric=exact_match)
+KNOWN = COMPLETION + BINARY + REPRESENTATION + BASELINES
 DEFAULT_METHODS = COMPLETION + BASELINES
 
 # What each representation method reads from the matrix file.
@@ -21,8 +22,13 @@ NEEDS = {
 
 
 def missing_inputs(name: str, representations: Mapping[str, np.ndarray] | None) -> list[str]:
-    """The arrays of the matrix file that method `name` needs and `representations` lacks."""
+    """The arrays of the matrix file that method `name` needs and `representations` lacks (for
+    a binary-only method given the matrix file's arrays: ["a binary Z"] when Z is not 0/1)."""
     reps = representations or {}
+    if name in BINARY and reps.get("Z") is not None:
+        from forgetting_jax.predict.logistic import is_binary
+
+        return [] if is_binary(reps["Z"]) else ["a binary Z (0/1 entries: matrix.metric=exact_match)"]
     return [key for key in NEEDS.get(name, ()) if reps.get(key) is None]
 
 
@@ -32,6 +38,8 @@ def check_methods(names: Sequence[str], representations: Mapping[str, np.ndarray
         if name not in KNOWN:
             raise ValueError(f"unknown method {name!r}; known: {', '.join(KNOWN)}")
         missing = missing_inputs(name, representations)
+        if missing and name in BINARY:
+            raise ValueError(f"method {name} needs {', '.join(missing)}")
         if missing:
             raise ValueError(f"method {name} needs {', '.join(missing)} in the matrix file (written by "
                              "`forgetting-jax run` with matrix.representations)")
@@ -39,13 +47,14 @@ def check_methods(names: Sequence[str], representations: Mapping[str, np.ndarray
 
 def build_methods(names: Sequence[str], config: CompletionConfig = CompletionConfig(),
                   representations: Mapping[str, np.ndarray] | None = None,
-                  rep_dot_config: Any = None) -> dict[str, Any]:
+                  rep_dot_config: Any = None, logistic_config: Any = None) -> dict[str, Any]:
     """Method objects by name.
 
     representations: the matrix file's representation arrays (matrix/representations.py), which
     rep_sim (task_embeddings [M, D], example_embeddings [N, D]) and rep_dot
     (task_example_last_hidden [M, S, D], task_example_count [M], example_last_hidden [N, D])
-    need. rep_dot_config: a predict.rep_dot.RepDotConfig (default settings when None).
+    need. rep_dot_config: a predict.rep_dot.RepDotConfig (default settings when None);
+    logistic_config: a predict.logistic.LogisticConfig (likewise).
     """
     check_methods(names, representations)
     reps = dict(representations or {})
@@ -59,6 +68,10 @@ def build_methods(names: Sequence[str], config: CompletionConfig = CompletionCon
             out[name] = FactorMethod(name, config.rank, True, config)
         elif name == "knn":
             out[name] = KnnMethod(config)
+        elif name == "logistic":
+            from forgetting_jax.predict.logistic import LogisticConfig, LogisticMethod
+
+            out[name] = LogisticMethod(logistic_config or LogisticConfig(rank=config.rank, seed=config.seed))
         elif name == "train_mean":
             out[name] = baselines.TrainMean()
         elif name == "observed_mean":

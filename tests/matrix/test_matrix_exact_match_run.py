@@ -1,0 +1,80 @@
+"""`forgetting-jax run` with matrix.metric=exact_match on the micro demo: the binary matrix file,
+answers that match transformers' greedy decoding of the exported base, reuse of every answer,
+the report's section and `predict --methods=logistic` on the result."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from forgetting_jax.analysis.matrix_file import read_matrix_file
+from forgetting_jax.matrix.pipeline import run_pipeline
+from micro_demo import micro_config
+
+pytestmark = pytest.mark.slow  # the whole pipeline, trained
+
+UPSTREAM_TASKS = ("palindrome", "code_lookup")
+EXACT = {"matrix.metric": "exact_match", "matrix.upstream": "demo_tasks", "matrix.upstream_tasks": UPSTREAM_TASKS,
+         "pretrain.demo_tasks": UPSTREAM_TASKS, "matrix.num_upstream": 40, "matrix.max_new_tokens": 6,
+         "matrix.generate_batch_size": 16, "predict.methods": ("logistic", "knn", "train_mean")}
+
+
+@pytest.fixture(scope="module")
+def exact(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("exact") / "W")
+    return workdir, run_pipeline(micro_config(**EXACT), workdir)
+
+
+def test_binary_matrix_file(exact):
+    _, summary = exact
+    data = read_matrix_file(summary.matrix_path)
+    assert data["metric"] == "exact_match"
+    m, n = len(summary.tasks), 40
+    assert data["Z"].shape == data["drop"].shape == data["correct_after"].shape == (m, n)
+    np.testing.assert_array_equal(data["drop"], data["correct_before"][None] & ~data["correct_after"])
+    assert data["ft_nll"].shape == (m, n)  # the NLL rows are there too
+
+
+def test_answers_are_judged_completions_of_the_exported_base(exact):
+    import transformers
+
+    from forgetting_jax.data.demo.tasks import suite_records
+    from forgetting_jax.data.prompts import prompt_text
+    from forgetting_jax.score.exact_match import correctness
+
+    workdir, summary = exact
+    [path] = glob.glob(os.path.join(workdir, "matrix", "answers", "_base", "*.npz"))
+    stored = np.load(path)
+    data = read_matrix_file(summary.matrix_path)
+    records = {r["id"]: r for r in suite_records(UPSTREAM_TASKS)}
+    chosen = [records[i] for i in data["example_ids"]]
+    references = [r["messages"][-1]["content"] for r in chosen]
+    np.testing.assert_array_equal(correctness("demo", list(stored["completions"]), references),
+                                  data["correct_before"])
+    [model_dir] = glob.glob(os.path.join(workdir, "base", "*", "model"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    for j in range(0, 40, 8):
+        ids = tokenizer(prompt_text(tokenizer, chosen[j]), add_special_tokens=False, return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=6, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.eos_token_id)
+        text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert str(stored["completions"][j]) == text.split("\n")[0] or text.startswith(str(stored["completions"][j]))
+
+
+def test_second_run_reuses_every_answer(exact, monkeypatch):
+    import forgetting_jax.matrix.answers as answers
+
+    workdir, first = exact
+    monkeypatch.setattr(answers, "answer", lambda *a, **k: pytest.fail("answered again"))
+    summary = run_pipeline(micro_config(**EXACT), workdir, analyze=False)
+    assert summary.trained == [] and sorted(summary.reused_rows) == sorted(first.tasks)
+
+
+def test_report_and_logistic_prediction(exact):
+    _, summary = exact
+    with open(summary.report_path) as f:
+        text = f.read()
+    assert "## Answers lost (exact match)" in text and "answered right before" not in text
+    assert os.path.isfile(os.path.join(summary.experiment_dir, "analysis", "answers.json"))
