@@ -18,6 +18,8 @@ import textwrap
 
 COMMANDS = {
     "score": "Per-example mean NLL of a data file under a model.",
+    "generate": "Greedy completions of a data file's prompts under a model (KV-cache decoding).",
+    "generate": "Greedy completions of a data file under a model (KV-cache decoder).",
     "analyze": "Low-rank fits, statistics and figures of a forgetting matrix.",
     "predict": "Matrix-completion protocol: predict unseen tasks' rows from k observed entries.",
     "pretrain": "Pre-train a model on language-model text (the demo's upstream model).",
@@ -29,6 +31,10 @@ COMMANDS = {
 
 EXAMPLES = {
     "score": "forgetting-jax score --model=models/olmo-1b --data=upstream.jsonl --format=lm --output=base.npz",
+    "generate": ("forgetting-jax generate --model=DIR --data=FILE --format=lm --max_new_tokens=N "
+                 "--output=OUT.jsonl"),
+    "generate": ("forgetting-jax generate --model=models/olmo-7b-instruct --data=prompts.jsonl --format=chat "
+                 "--max_new_tokens=32 --output=completions.jsonl"),
     "analyze": "forgetting-jax analyze --matrix=W/matrix/forgetting.npz --output=W/analysis",
     "predict": "forgetting-jax predict --matrix=W/matrix/forgetting.npz --test_fraction=0.3 --k=30 --output=R.json",
     "pretrain": "forgetting-jax pretrain --config=configs/demo.py --workdir=W",

@@ -235,21 +235,43 @@ def eos_token_ids(config: ModelConfig, tokenizer=None, model_dir: str | None = N
     return list(dict.fromkeys(int(i) for i in ids if i is not None))
 
 
+def encode_prompts(tokenizer, prompts: Sequence[str], add_special_tokens: bool = False,
+                   max_prompt_tokens: int | None = None) -> list[np.ndarray]:
+    """Token ids int32 [L_i] of text prompts. add_special_tokens=False (the default): the text as it
+    is, no BOS added (a chat template writes its own BOS); True: the tokenizer's special tokens, as
+    `score` encodes lm text. max_prompt_tokens: only the last tokens are kept."""
+    out = []
+    for text in prompts:
+        ids = np.asarray(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"], np.int32)
+        out.append(ids[-max_prompt_tokens:] if max_prompt_tokens else ids)
+    return out
+
+
+def stop_token_sequences(tokenizer, stop_strings: Sequence[str]) -> list[list[int]]:
+    """Each stop string's own tokens (no special tokens), for early stopping."""
+    return [list(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stop_strings if s]
+
+
+def decode_completions(tokenizer, new_ids: Sequence[np.ndarray], stop_strings: Sequence[str] = ()) -> list[str]:
+    """The new tokens as text (special tokens skipped), each cut before the first stop string."""
+    texts = []
+    for ids in new_ids:
+        text = tokenizer.decode(np.asarray(ids).tolist(), skip_special_tokens=True)
+        cut = min((text.index(stop) for stop in stop_strings if stop and stop in text), default=len(text))
+        texts.append(text[:cut])
+    return texts
+
+
 def generate_text(generator: Generator, tokenizer, prompts: Sequence[str], max_new_tokens: int,
                   stop_strings: Sequence[str] = (), eos_ids: Sequence[int] = (), batch_size: int = 64,
-                  progress: Callable[[GenerateStats], None] | None = None) -> tuple[list[str], GenerateStats]:
-    """Greedy completions of text prompts: each prompt tokenized as it is (no special tokens
-    added: a chat template writes its own BOS), the new tokens decoded without special tokens and
-    cut before the first stop string. The stop strings' own tokens also end a row early (a stop
-    string that the model spells with other tokens is still cut from the text)."""
-    token_prompts = [np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], np.int32) for text in prompts]
-    stops = [tokenizer(s, add_special_tokens=False)["input_ids"] for s in stop_strings]
+                  progress: Callable[[GenerateStats], None] | None = None, *, add_special_tokens: bool = False,
+                  max_prompt_tokens: int | None = None) -> tuple[list[str], GenerateStats]:
+    """Greedy completions of text prompts: each prompt tokenized as it is (add_special_tokens=False:
+    no BOS added, a chat template writes its own), the new tokens decoded without special tokens and
+    cut before the first stop string (the earliest, whichever string it is). The stop strings' own
+    tokens also end a row early (a stop string that the model spells with other tokens is still cut
+    from the text, only later)."""
+    token_prompts = encode_prompts(tokenizer, prompts, add_special_tokens, max_prompt_tokens)
+    stops = stop_token_sequences(tokenizer, stop_strings)
     new, stats = generator.generate(token_prompts, max_new_tokens, eos_ids, stops, batch_size, progress)
-    texts = []
-    for ids in new:
-        text = tokenizer.decode(ids.tolist(), skip_special_tokens=True)
-        for stop in stop_strings:
-            if stop and stop in text:
-                text = text[: text.index(stop)]
-        texts.append(text)
-    return texts, stats
+    return decode_completions(tokenizer, new, stop_strings), stats

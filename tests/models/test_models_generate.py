@@ -11,7 +11,7 @@ from forgetting_jax.models.loading import load_model
 from tiny_hf import FAMILY_CONFIGS, make_tiny_model
 
 NEW = 12
-LENGTHS = (3, 7, 11, 16, 21)
+LENGTHS = (3, 7, 11, 16)
 
 
 def _prompts(vocab, seed=0):

@@ -1,0 +1,79 @@
+"""`forgetting-jax generate` follows the design contract: transformers' greedy completions, one JSON
+line per example in input order, clear errors naming the file."""
+
+import json
+
+import pytest
+import torch
+
+from forgetting_jax.data.prompts import prompt_text
+from test_commands_score import TEXTS, run_cli, write_jsonl
+from tiny_hf import make_tiny_model, make_tiny_tokenizer
+
+NEW = 10
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("model"))
+    tokenizer = make_tiny_tokenizer(out)
+    model = make_tiny_model("llama", out, vocab_size=len(tokenizer))
+    return out, model, tokenizer
+
+
+def hf_completion(model, tokenizer, text):
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=NEW, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("fmt", ["lm", "chat"])
+def test_completions_match_transformers_in_input_order(model_dir, tmp_path, fmt):
+    path, model, tokenizer = model_dir
+    if fmt == "lm":
+        records = [{"id": f"x{i}", "text": t} for i, t in enumerate(TEXTS)]
+    else:
+        records = [{"id": f"c{i}", "messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "42"}]}
+                   for i, t in enumerate(TEXTS)]
+    data = write_jsonl(tmp_path / "d.jsonl", records)
+    out = str(tmp_path / "o.jsonl")
+    assert run_cli("generate", f"--model={path}", f"--data={data}", f"--format={fmt}", f"--max_new_tokens={NEW}",
+                   f"--output={out}", "--batch_size=4") == 0
+    lines = read_jsonl(out)
+    assert [line["id"] for line in lines] == [r["id"] for r in records]
+    assert all(set(line) == {"id", "completion"} for line in lines)
+    for record, line in zip(records, lines):
+        assert line["completion"] == hf_completion(model, tokenizer, prompt_text(tokenizer, record))
+
+
+def test_stop_strings_cut_the_completion(model_dir, tmp_path):
+    path, model, tokenizer = model_dir
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": TEXTS[0]}])
+    full = hf_completion(model, tokenizer, TEXTS[0])
+    stop = full[2:4]
+    out = str(tmp_path / "o.jsonl")
+    assert run_cli("generate", f"--model={path}", f"--data={data}", f"--max_new_tokens={NEW}", f"--output={out}",
+                   f"--stop={stop}") == 0
+    assert read_jsonl(out)[0]["completion"] == full[: full.index(stop)]
+
+
+def test_bad_inputs_fail_clearly(model_dir, tmp_path, capsys):
+    path, _, _ = model_dir
+    good = write_jsonl(tmp_path / "g.jsonl", [{"id": "a", "text": "hello"}])
+    assert run_cli("generate", f"--model={path}", f"--data={good}", f"--output={tmp_path / 'o.npz'}") == 2
+    assert ".jsonl" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.jsonl")
+    assert run_cli("generate", f"--model={path}", f"--data={missing}", f"--output={tmp_path / 'o.jsonl'}") != 0
+    assert "missing.jsonl" in capsys.readouterr().err
+    bad = write_jsonl(tmp_path / "bad.jsonl", ['{"id": "a", "text": "fine"}', "{not json"])
+    assert run_cli("generate", f"--model={path}", f"--data={bad}", f"--output={tmp_path / 'o.jsonl'}") != 0
+    err = capsys.readouterr().err
+    assert "bad.jsonl" in err and "line 2" in err
+    assert not (tmp_path / "o.jsonl").exists()
