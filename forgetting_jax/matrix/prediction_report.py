@@ -104,7 +104,7 @@ def prediction_section(data: dict, predict: Any, analysis_dir: str, figures_dir:
 def _kind(name: str) -> str:
     from forgetting_jax.predict import registry
 
-    if name in registry.COMPLETION:
+    if name in registry.COMPLETION + registry.BINARY:
         return "completion"
     if name in registry.REPRESENTATION:
         return "representation (prior work)"

@@ -27,8 +27,8 @@ Training (the reference's `rep_task_level` method, `sample_episode_task_level_ba
   training entries. The reference's `prior: odd` adds log(p) instead, which is the log-odds
   only when p is small; the log-odds is the bias under which a zero score predicts exactly the
   prior (`prior=False` drops it, as the reference's default does). For BCE the predicted row is
-  the logit mean_s score + b, so pred > 0 means a forgetting probability above 1/2 and the
-  protocol's threshold of 0 applies to both losses;
+  the logit mean_s score + b (pred > 0: a forgetting probability above 1/2); on a binary matrix
+  (loss auto) the protocol gets sigmoid of it, a probability it thresholds at 1/2;
 - Adam (optax, the reference's torch defaults) on the head at `lr_head`; the reference trains the
   encoder at lr 1e-5 with the head at 10x that (lr_scale 10, head 1e-4) for 100k steps. With the
   encoder frozen and 5,000 steps the default head rate is 1e-3: on the demo matrix (24 tasks x
@@ -424,7 +424,10 @@ class RepDot:
                         jnp.float32(self.config.temperature), block=self.config.block_examples)
 
     def complete(self, state: RepDotState, batch: Batch, chunks: ColumnChunks) -> jax.Array:
-        return self.predict_rows(state, batch.task_B)
+        """The rows of the batch's tasks: on a binary matrix (loss auto -> bce) the forgetting
+        probabilities sigmoid(logit), which the protocol thresholds at 1/2 there; else the scores."""
+        rows = self.predict_rows(state, batch.task_B)
+        return jax.nn.sigmoid(rows) if state.loss == "bce" and self.config.loss == "auto" else rows
 
 
 def describe(state: RepDotState) -> dict[str, Any]:
