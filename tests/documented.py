@@ -264,6 +264,7 @@ OPTIONAL = {
     "--json": "--json",
     "--methods=additive,knn,rep_dot": "--methods=additive,knn,rep_dot",
     "--sampling=uniform": "--sampling=uniform",  # the first alternative of uniform|reference
+    "--stop=STR": "--stop=STR",
 }
 
 # (command, flag, documented value) or (flag, documented value) -> concrete value; flag without dashes.
@@ -283,6 +284,11 @@ FLAG_VALUES = {
     ("data", "mmlu_test.jsonl"): "{fixtures}/mmlu_test.jsonl",
     ("dev_data", "mmlu_dev.jsonl"): "{fixtures}/mmlu_dev.jsonl",
     ("max_length", "N"): "64",
+    ("max_new_tokens", "N"): "8",
+    ("stop", "STR"): ".",
+    ("model", "models/olmo-7b-instruct"): "{hf_dir}",
+    ("data", "prompts.jsonl"): "{fixtures}/chat.jsonl",
+    ("output", "completions.jsonl"): "{tmp}/completions.jsonl",
     ("task", "NAME"): "{task}",  # a task of the line's config
     ("config.data.train_path", "/data/flan/{task}.jsonl"): "{data}/flan/{{task}}.jsonl",
     ("config.data.train_path", "/data/flan_by_task.jsonl"): "{data}/flan_by_task.jsonl",
@@ -301,6 +307,7 @@ VALUES = {
     "W": "{workdir}",
     "workdir/demo": "{workdir}",
     "OUT.npz": "{tmp}/out.npz",
+    "OUT.jsonl": "{tmp}/out.jsonl",
     "base.npz": "{tmp}/base.npz",
     "M.npz": "{workdir}/matrix/forgetting.npz",
     "R.json": "{tmp}/prediction.json",
@@ -312,6 +319,7 @@ VALUES = {
 # a documented path's leading part -> its concrete replacement.
 PREFIXES = {
     "W/": "{workdir}/",
+    "workdir/demo/": "{workdir}/",
     "/models/": "{hf_dir}",  # every /models/<name> is the tiny model
 }
 

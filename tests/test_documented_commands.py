@@ -167,7 +167,7 @@ def _config_name(argv):
 
 def _with_shrink(argv):
     name = _config_name(argv)
-    shrink = DEMO_SHRINK if name == "demo" else HF_SHRINK if name in HF_CONFIGS else {}
+    shrink = DEMO_SHRINK if name in ("demo", "demo_exact_match") else HF_SHRINK if name in HF_CONFIGS else {}
     if name == "single_gpu_debug":
         shrink = dict(shrink, **{"data.tasks": "add", "matrix.num_upstream": "16"})
     given = {a.split("=", 1)[0] for a in argv}
@@ -177,7 +177,7 @@ def _with_shrink(argv):
 def _resources_for(documented, resources, tmp_path):
     name = _config_name(documented.line.split())
     name = "demo" if name in ("C", "CONFIG") else name  # VALUES maps C to configs/demo.py
-    task = "add" if name in (None, "demo", "single_gpu_debug") else TASK_OF_CONFIG.get(name, resources["flan_task"])
+    task = "add" if name in (None, "demo", "demo_exact_match", "single_gpu_debug") else TASK_OF_CONFIG.get(name, resources["flan_task"])
     return dict(resources, tmp=str(tmp_path), task=task, matrix_task=DEMO_TASKS.split(",")[-1])
 
 
