@@ -114,23 +114,31 @@ class Decoder(nn.Module):
         return x_BxLxD
 
     def _cached(self, tokens_BxL: Array, cache: dict):
-        """The KV-cache path of `__call__` (XLA attention with a dense [B, 1, L, S] mask)."""
+        """The KV-cache path of `__call__`: each layer reads its cached keys and values and returns
+        those of these L tokens ([layers, B, L, K, H] out of the scan), written into the cache at
+        slots [index, index + L) once, after the layers (in place inside the decode loop)."""
         c = self.config
         B, L = tokens_BxL.shape
         S = cache["k"].shape[2]
         index, pad_B = cache["index"], cache["pad"]
         slots_S = jnp.arange(S)
-        query_slots_L = index + jnp.arange(L)
+        new_L = jnp.arange(L)
+        query_slots_L = index + new_L
         positions_BxL = jnp.maximum(query_slots_L[None, :] - pad_B[:, None], 0)
         x_BxLxD = self._embed(tokens_BxL)
         cos_sin = rotary_tables(c, positions_BxL)
-        valid_BxS = slots_S[None, :] >= pad_B[:, None]
-        mask_BxLxS = valid_BxS[:, None, :] & (slots_S[None, None, :] <= query_slots_L[None, :, None])
+        # earlier slots: real tokens (not left padding) before this call's first slot
+        cache_BxLxS = jnp.broadcast_to(((slots_S[None, :] >= pad_B[:, None]) & (slots_S[None, :] < index))[:, None, :],
+                                       (B, L, S))
+        # this call's tokens: causal among themselves, padding never seen, each token sees itself
+        real_BxL = query_slots_L[None, :] >= pad_B[:, None]
+        new_BxLxL = real_BxL[:, None, :] & (new_L[None, :, None] >= new_L[None, None, :])
         if c.sliding_window is not None:
             key_positions_BxS = slots_S[None, :] - pad_B[:, None]
-            mask_BxLxS &= (positions_BxL[:, :, None] - key_positions_BxS[:, None, :]) < c.sliding_window
-        mask_BxLxS |= (slots_S[None, :] == query_slots_L[:, None])[None]  # padding sees itself: no empty row
-        attn_inputs = {"mask": mask_BxLxS[:, None], "index": index}
+            cache_BxLxS = cache_BxLxS & ((positions_BxL[:, :, None] - key_positions_BxS[:, None, :]) < c.sliding_window)
+            new_BxLxL = new_BxLxL & ((positions_BxL[:, :, None] - positions_BxL[:, None, :]) < c.sliding_window)
+        new_BxLxL = new_BxLxL | (new_L[:, None] == new_L[None, :])[None]
+        attn_inputs = {"cache": cache_BxLxS, "new": new_BxLxL}
         layers = nn.scan(
             DecoderLayer,
             variable_axes={"params": 0},
@@ -141,6 +149,7 @@ class Decoder(nn.Module):
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(c, name="layers")
         x_BxLxD, kv = layers(x_BxLxD, cos_sin, attn_inputs, {"k": cache["k"], "v": cache["v"]})
+        kv = {name: jax.lax.dynamic_update_slice(cache[name], kv[name], (0, 0, index, 0, 0)) for name in ("k", "v")}
         return self._finish(x_BxLxD), {"k": kv["k"], "v": kv["v"], "index": index + L, "pad": pad_B}
 
 

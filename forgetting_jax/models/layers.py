@@ -115,6 +115,27 @@ def apply_rotary(x_BxLxNxH: Array, cos_BxLxR: Array, sin_BxLxR: Array) -> Array:
     return out.astype(dtype)
 
 
+def cached_attention(q_BxLxNxH: Array, k_BxLxKxH: Array, v_BxLxKxH: Array, k_BxSxKxH: Array, v_BxSxKxH: Array,
+                     masks: dict, scale: float) -> Array:
+    """Grouped-query attention of L new tokens over the S cached slots and over themselves, in fp32:
+    one softmax over both key sets (masks["cache"] [B, L, S], masks["new"] [B, L, L]), so that the
+    cache is only read (the caller writes the new keys and values into it once per step)."""
+    B, L, N, H = q_BxLxNxH.shape
+    K = k_BxLxKxH.shape[2]
+    q = q_BxLxNxH.reshape(B, L, K, N // K, H).astype(jnp.float32) * scale
+    old_BxKxGxLxS = jnp.einsum("blkgh,bskh->bkgls", q, k_BxSxKxH.astype(jnp.float32))
+    new_BxKxGxLxL = jnp.einsum("blkgh,bmkh->bkglm", q, k_BxLxKxH.astype(jnp.float32))
+    neg = jnp.finfo(jnp.float32).min
+    old_BxKxGxLxS = jnp.where(masks["cache"][:, None, None], old_BxKxGxLxS, neg)
+    new_BxKxGxLxL = jnp.where(masks["new"][:, None, None], new_BxKxGxLxL, neg)
+    top = jnp.maximum(old_BxKxGxLxS.max(-1, keepdims=True), new_BxKxGxLxL.max(-1, keepdims=True))
+    p_old, p_new = jnp.exp(old_BxKxGxLxS - top), jnp.exp(new_BxKxGxLxL - top)
+    total = p_old.sum(-1, keepdims=True) + p_new.sum(-1, keepdims=True)
+    out = (jnp.einsum("bkgls,bskh->blkgh", p_old / total, v_BxSxKxH.astype(jnp.float32))
+           + jnp.einsum("bkglm,bmkh->blkgh", p_new / total, v_BxLxKxH.astype(jnp.float32)))
+    return out.reshape(B, L, N, H).astype(q_BxLxNxH.dtype)
+
+
 class Attention(nn.Module):
     """Grouped-query self-attention with rotary embeddings and exact segment masks; the kernel
     (XLA or cuDNN) is `config.attention_impl`, resolved by `models.attention`."""
@@ -124,9 +145,9 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD: Array, cos_sin: tuple[Array, Array], attn_inputs: dict,
                  kv_cache: dict | None = None):
-        """Attention output [B, L, D]; with `kv_cache` ({"k", "v"}: [B, S, K, H] of earlier slots,
-        and attn_inputs["index"], the slot of the first of these L tokens) also the cache with
-        these tokens' keys and values written at slots [index, index + L)."""
+        """Attention output [B, L, D]; with `kv_cache` ({"k", "v"}: [B, S, K, H], the keys and
+        values of earlier slots; see `cached_attention`) also these L tokens' keys and values
+        ({"k", "v"}: [B, L, K, H]), for the caller to write into the cache."""
         c = self.config
         D, N, K, H = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
         q = Dense(c, (D,), (N, H), ("embed",), ("heads", "head_dim"), c.qkv_bias, name="q")(x_BxLxD)
@@ -141,12 +162,10 @@ class Attention(nn.Module):
         k = apply_rotary(k, *cos_sin)
         q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", None))
         if kv_cache is not None:
-            index = attn_inputs["index"]
-            k_BxSxKxH = jax.lax.dynamic_update_slice(kv_cache["k"], k.astype(kv_cache["k"].dtype), (0, index, 0, 0))
-            v_BxSxKxH = jax.lax.dynamic_update_slice(kv_cache["v"], v.astype(kv_cache["v"].dtype), (0, index, 0, 0))
-            out_BxLxNxH = attend(q, k_BxSxKxH.astype(q.dtype), v_BxSxKxH.astype(q.dtype), attn_inputs, scale=H ** -0.5)
+            out_BxLxNxH = cached_attention(q, k, v, kv_cache["k"], kv_cache["v"], attn_inputs, H ** -0.5)
             out = Dense(c, (N, H), (D,), ("heads", "head_dim"), ("embed",), c.out_bias, name="o")(out_BxLxNxH)
-            return out, {"k": k_BxSxKxH, "v": v_BxSxKxH}
+            dtype = kv_cache["k"].dtype
+            return out, {"k": k.astype(dtype), "v": v.astype(dtype)}
         out_BxLxNxH = attend(q, k, v, attn_inputs, scale=H ** -0.5)
         return Dense(c, (N, H), (D,), ("heads", "head_dim"), ("embed",), c.out_bias, name="o")(out_BxLxNxH)
 
