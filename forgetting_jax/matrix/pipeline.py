@@ -277,6 +277,9 @@ def _base_answers(up: Upstream, matrix: Any, tokenizer) -> None:
     from forgetting_jax.matrix.answers import BASE, AnswerStore, answer, answer_set, answers_fingerprint
     from forgetting_jax.models.generate import eos_token_ids
 
+    if jax.process_count() > 1:
+        raise ValueError("matrix.metric=exact_match runs in one process (one host, any number of its devices); "
+                         f"this run has {jax.process_count()} processes")
     up.answers = answer_set(matrix, tokenizer, load_upstream_records(matrix, tokenizer))
     up.answer_store = AnswerStore(up.store.root)
     up.tokenizer = tokenizer

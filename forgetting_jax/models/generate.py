@@ -20,6 +20,11 @@ max_position_embeddings - T keep their last tokens.
       -> ([new token ids per prompt, up to and without the first EOS], GenerateStats)
   generate_text(generator, tokenizer, texts, T, stop_strings, eos_ids)
       -> ([decoded completion per text, cut before the first stop string], GenerateStats)
+      = encode_prompts (text -> ids; no special tokens added unless asked), Generator.generate with
+        stop_token_sequences(tokenizer, stop_strings), decode_completions (ids -> text, cut)
+
+The cache is allocated inside the compiled program (zeros of [layers, B, P + T, K, H] in the compute
+dtype), so there is no buffer to donate: XLA reuses it in place across the loop.
 """
 
 import dataclasses

@@ -21,8 +21,12 @@ def model_dir(tmp_path_factory):
     return out, model, tokenizer
 
 
-def hf_completion(model, tokenizer, text):
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+def hf_completion(model, tokenizer, text, special=False):
+    """transformers' greedy completion of a text (or of token ids: a list)."""
+    if isinstance(text, list):
+        ids = {"input_ids": torch.tensor([text]), "attention_mask": torch.ones(1, len(text), dtype=torch.long)}
+    else:
+        ids = tokenizer(text, add_special_tokens=special, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=NEW, do_sample=False, eos_token_id=tokenizer.eos_token_id,
                              pad_token_id=tokenizer.eos_token_id)
@@ -50,13 +54,14 @@ def test_completions_match_transformers_in_input_order(model_dir, tmp_path, fmt)
     assert [line["id"] for line in lines] == [r["id"] for r in records]
     assert all(set(line) == {"id", "completion"} for line in lines)
     for record, line in zip(records, lines):
-        assert line["completion"] == hf_completion(model, tokenizer, prompt_text(tokenizer, record))
+        # lm text is tokenized as `score` does (the tokenizer's BOS), a rendered chat as it is
+        assert line["completion"] == hf_completion(model, tokenizer, prompt_text(tokenizer, record), fmt == "lm")
 
 
 def test_stop_strings_cut_the_completion(model_dir, tmp_path):
     path, model, tokenizer = model_dir
     data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": TEXTS[0]}])
-    full = hf_completion(model, tokenizer, TEXTS[0])
+    full = hf_completion(model, tokenizer, TEXTS[0], special=True)
     stop = full[2:4]
     out = str(tmp_path / "o.jsonl")
     assert run_cli("generate", f"--model={path}", f"--data={data}", f"--max_new_tokens={NEW}", f"--output={out}",
@@ -77,3 +82,14 @@ def test_bad_inputs_fail_clearly(model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and "line 2" in err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_max_length_keeps_the_last_prompt_tokens(model_dir, tmp_path):
+    path, model, tokenizer = model_dir
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": "long", "text": TEXTS[3]}])
+    out = str(tmp_path / "o.jsonl")
+    assert run_cli("generate", f"--model={path}", f"--data={data}", f"--max_new_tokens={NEW}", "--max_length=5",
+                   f"--output={out}") == 0
+    ids = tokenizer(TEXTS[3])["input_ids"][-5:]
+    [line] = read_jsonl(out)
+    assert line["completion"] == hf_completion(model, tokenizer, list(ids))
