@@ -45,6 +45,7 @@ class ComparisonSettings:
     per_task: bool = True
     completion: CompletionConfig = CompletionConfig()
     rep_dot: Any = None  # predict.rep_dot.RepDotConfig; None: its defaults
+    logistic: Any = None  # predict.logistic.LogisticConfig; None: its defaults at completion's rank and seed
 
 
 def available_methods(data: Mapping[str, Any]) -> tuple[str, ...]:
@@ -68,7 +69,7 @@ def compare(data: Mapping[str, Any], test_idx: np.ndarray, settings: ComparisonS
     (analysis.matrix_file.read_matrix_file) with test rows `test_idx`; the results JSON (see the
     module docstring). Raises ValueError (a method's inputs are missing) or ProtocolError."""
     names = tuple(settings.methods) if settings.methods else available_methods(data)
-    methods = registry.build_methods(names, settings.completion, data, settings.rep_dot)
+    methods = registry.build_methods(names, settings.completion, data, settings.rep_dot, settings.logistic)
     tasks = list(data["tasks"])
     run = protocol.run_protocol(
         data["Z"], test_idx, methods, k=settings.k, seeds=settings.seeds, threshold=threshold_for(data, settings),
@@ -86,7 +87,8 @@ def compare(data: Mapping[str, Any], test_idx: np.ndarray, settings: ComparisonS
         "settings": dict(run["settings"], shape=list(data["Z"].shape), methods=list(methods), rank=c.rank,
                          reg=c.reg, max_iters=c.max_iters, knn_k=c.knn_k, shrinkage=c.shrinkage,
                          split_seed=settings.split_seed,
-                         rep_dot=(dataclasses.asdict(methods["rep_dot"].config) if "rep_dot" in methods else None)),
+                         rep_dot=(dataclasses.asdict(methods["rep_dot"].config) if "rep_dot" in methods else None),
+                         logistic=(dataclasses.asdict(methods["logistic"].config) if "logistic" in methods else None)),
     }
 
 

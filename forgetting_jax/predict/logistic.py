@@ -4,14 +4,32 @@ Model of the training rows (tasks i, examples j; entries 0/1, NaN missing):
 
     P(D[i, j] = 1) = sigmoid(mu + a_i + b_j + u_i . v_j)      u_i, v_j in R^r
 
-fitted by Adam on the Bernoulli negative log-likelihood of the observed entries plus an L2
-penalty (`l2`, a ridge) on every parameter but mu, both summed and divided by the entry count, in one jitted `lax.scan` of `steps` steps.
+fitted on the Bernoulli negative log-likelihood of the observed entries plus an L2 penalty
+`l2` charged once per observed entry on the parameters it touches,
+
+    sum_{(i, j) observed} [ nll_ij + l2 (a_i^2 + b_j^2 + |u_i|^2 + |v_j|^2) ],
+
+divided by the entry count, by full-batch Adam in one jitted `lax.scan` of `steps` steps.
+
+The paper's reference code (INK-USC/lm-forgetting-prediction-code, src/run_matrix_completion.py)
+has no logistic factorization: its factorization is surprise's SVD (biased: mu + b_u + b_i +
+q_i . p_u, squared error, reg_all = 0.02 applied at every visit of a rating, factors drawn from
+N(0, 0.1), 100 SGD epochs, 100 factors). This model keeps its form -- the biases, the
+per-entry regularisation (which keeps one `l2` right for matrices of any shape: a row of N
+entries and a column of M entries are each held in proportion to their data) and the N(0, 0.1)
+start -- with the Bernoulli likelihood in place of squared error, rank 5 (100 factors could not
+be folded in from k = 30 entries) and Adam for SGD.
+
 A test row is folded in from its k observed entries: its parameters w = (a, u) with the column
 parameters fixed, the maximum a posteriori estimate under a Gaussian prior fitted to the
 training rows' (a_i, u_i) (mean and covariance, as the factor methods do), by Newton steps
 (logistic regression with a Gaussian prior), vmapped over the batch of (test task, seed) pairs.
-Predictions are probabilities in [0, 1]; the protocol counts p > 0.5 as forgotten on a binary
-matrix (its default threshold there).
+
+Predictions are probabilities in [0, 1], so they are scored against the 0/1 truth with threshold
+0.5 (forgotten: p > 1/2). `comparison.threshold_for` picks 0.5 on a binary matrix when no
+threshold is given (`forgetting-jax predict` without --threshold, config.predict.threshold None);
+a direct `protocol.run_protocol` call must pass threshold=0.5 (its default, 0.0, is for forgetting
+magnitudes).
 """
 
 import dataclasses
@@ -31,7 +49,7 @@ class LogisticConfig:
     """Settings of the logistic factorization."""
 
     rank: int = 5
-    l2: float = 1.0  # ridge on a, b, u, v (against the summed log-likelihood)
+    l2: float = 0.01  # ridge on a, b, u, v per observed entry (surprise SVD's reg_all is 0.02)
     steps: int = 500  # Adam steps of the training fit
     lr: float = 0.05
     newton_steps: int = 20  # of each fold-in
@@ -47,9 +65,12 @@ def is_binary(z_MxN: np.ndarray) -> bool:
 def _loss(params, y_MxN, w_MxN, l2):
     logits = params["mu"] + params["a"][:, None] + params["b"][None, :] + params["u"] @ params["v"].T
     nll = optax.sigmoid_binary_cross_entropy(logits, y_MxN)
-    count = jnp.maximum(w_MxN.sum(), 1.0)
-    penalty = sum(jnp.sum(jnp.square(params[k])) for k in ("a", "b", "u", "v"))
-    return ((nll * w_MxN).sum() + l2 * penalty) / count
+    # every observed entry charges l2 on its row's and its column's parameters (a row or column
+    # with none is held at zero with weight one)
+    n_M, n_N = jnp.maximum(w_MxN.sum(1), 1.0), jnp.maximum(w_MxN.sum(0), 1.0)
+    penalty = ((n_M * (jnp.square(params["a"]) + jnp.square(params["u"]).sum(1))).sum()
+               + (n_N * (jnp.square(params["b"]) + jnp.square(params["v"]).sum(1))).sum())
+    return ((nll * w_MxN).sum() + l2 * penalty) / jnp.maximum(w_MxN.sum(), 1.0)
 
 
 def fit_logistic(y_MxN: jax.Array, w_MxN: jax.Array, config: LogisticConfig) -> dict:
@@ -124,8 +145,11 @@ class LogisticMethod:
         rows = np.asarray(chunks.rows_M)
         train = np.asarray(chunks.z_MxN)[rows]
         if not is_binary(train):
+            finite = train[np.isfinite(train)]
+            other = finite[~np.isin(finite, (0.0, 1.0))]
+            found = f"other values, e.g. {float(other[0]):g}" if other.size else "no finite entry"
             raise ValueError("method logistic needs a binary matrix (every finite entry 0 or 1: "
-                             "matrix.metric=exact_match); this one has other values")
+                             f"matrix.metric=exact_match); its training rows have {found}")
         w = np.isfinite(chunks.z_MxN) & rows[:, None]
         y = np.where(w, chunks.z_MxN, 0.0)
         params = _fit(jnp.asarray(y, jnp.float32), jnp.asarray(w, jnp.float32), self.config)

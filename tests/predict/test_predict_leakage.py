@@ -54,7 +54,7 @@ def test_perturbing_unobserved_test_entries_changes_no_prediction(sampling):
     z = planted.planted_matrix(M, N, kind="forgetting", noise=0.3, seed=3, missing=0.05)
     z[np.isnan(z)] = 0.0 if sampling == "reference" else np.nan  # reference draws may hit any column
     reps = _representations(rng)
-    names = tuple(n for n in registry.KNOWN if n not in registry.BINARY)  # binary ones: test_predict_logistic.py
+    names = tuple(n for n in registry.KNOWN if n not in registry.BINARY)  # binary ones: the test below
     before = _predictions(z, names, reps, sampling)
 
     _, idx, pos = _batch(z, sampling)
@@ -66,6 +66,27 @@ def test_perturbing_unobserved_test_entries_changes_no_prediction(sampling):
     assert (perturbed != z)[TEST].sum() > 0.8 * len(TEST) * N
     after = _predictions(perturbed, names, reps, sampling)
     for name in names:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "reference"])
+def test_binary_methods_see_only_the_observed_entries_of_a_binary_matrix(sampling):
+    """The methods of binary matrices only (registry.BINARY), on a binary matrix with missing
+    entries: flipping every unobserved entry of the test rows (0 <-> 1) changes no prediction."""
+    z = planted.planted_matrix(M, N, kind="forgetting", noise=0.3, seed=3, missing=0.05)
+    z = np.where(np.isnan(z), np.nan, (z > np.nanmedian(z)).astype(np.float32))
+    z[np.isnan(z)] = 0.0 if sampling == "reference" else np.nan
+    names = registry.BINARY
+    before = _predictions(z, names, None, sampling)
+    _, idx, pos = _batch(z, sampling)
+    flipped = z.copy()
+    for t, row in enumerate(TEST):
+        free = np.setdiff1d(np.flatnonzero(np.isfinite(z[row])), np.unique(idx[pos == t]))
+        flipped[row, free] = 1.0 - flipped[row, free]
+    assert (flipped != z)[TEST].sum() > 0.8 * len(TEST) * N
+    after = _predictions(flipped, names, None, sampling)
+    for name in names:
+        assert ((before[name] >= 0) & (before[name] <= 1)).all(), name
         np.testing.assert_array_equal(after[name], before[name], err_msg=name)
 
 

@@ -13,27 +13,38 @@ M, N = 40, 600
 TEST = np.arange(30, 40)
 
 
-def _planted(seed=0):
-    """Bernoulli draws of sigmoid(rank-2 logits - 1): a binary matrix with example associations."""
+def _planted(seed=0, m=M, n=N, offset=-1.0):
+    """Bernoulli draws of sigmoid(rank-2 logits + offset): a binary matrix with example associations."""
     rng = np.random.default_rng(seed)
-    u, v = rng.normal(size=(M, 2)), 1.5 * rng.normal(size=(N, 2))
-    return (rng.random((M, N)) < 1 / (1 + np.exp(-(u @ v.T - 1.0)))).astype(np.float32)
+    u, v = rng.normal(size=(m, 2)), 1.5 * rng.normal(size=(n, 2))
+    return (rng.random((m, n)) < 1 / (1 + np.exp(-(u @ v.T + offset)))).astype(np.float32)
 
 
 def _pooled(run, name, metric):
     return np.nanmean(run["methods"][name]["metrics"][metric])
 
 
-def test_beats_the_reference_forecasters_on_a_planted_binary_matrix():
-    z = _planted()
+def _pooled_rmse(run, name):
+    met = run["methods"][name]["metrics"]
+    return np.sqrt(met["sq_err"].sum() / met["n"].sum())
+
+
+# (tasks, examples, logit offset, AUC margin, F1 margin): a square-ish dense one (a third forgotten)
+# and a wide sparse one (an eighth forgotten, 50 training rows for 4000 columns: a penalty that
+# does not grow with each column's entries over-fits it and loses to train_mean)
+SHAPES = [(M, N, -1.0, 0.15, 0.2), (60, 4000, -3.0, 0.08, 0.1)]
+
+
+@pytest.mark.parametrize("m,n,offset,auc_margin,f1_margin", SHAPES)
+def test_beats_the_reference_forecasters_on_a_planted_binary_matrix(m, n, offset, auc_margin, f1_margin):
+    z = _planted(0, m, n, offset)
+    z[np.random.default_rng(1).random(z.shape) < 0.05] = np.nan  # missing entries are left out
     methods = registry.build_methods(["logistic", "train_mean", "observed_mean"], representations={"Z": z})
-    run = protocol.run_protocol(z, TEST, methods, k=30, seeds=3, threshold=0.5)
+    run = protocol.run_protocol(z, np.arange(m - 10, m), methods, k=30, seeds=3, threshold=0.5)
     for other in ("train_mean", "observed_mean"):
-        assert _pooled(run, "logistic", "auc") > _pooled(run, other, "auc") + 0.15
-        assert _pooled(run, "logistic", "f1") > _pooled(run, other, "f1") + 0.2
-    sq = run["methods"]["logistic"]["metrics"]["sq_err"].sum() / run["methods"]["logistic"]["metrics"]["n"].sum()
-    sq_mean = run["methods"]["train_mean"]["metrics"]["sq_err"].sum() / run["methods"]["train_mean"]["metrics"]["n"].sum()
-    assert sq < sq_mean
+        assert _pooled(run, "logistic", "auc") > _pooled(run, other, "auc") + auc_margin
+        assert _pooled(run, "logistic", "f1") > _pooled(run, other, "f1") + f1_margin
+        assert _pooled_rmse(run, "logistic") < _pooled_rmse(run, other)
 
 
 def _fold_in(z, batch):
@@ -70,6 +81,17 @@ def test_a_non_binary_matrix_is_refused_by_name():
     method = registry.build_methods(["logistic"])["logistic"]
     with pytest.raises(ValueError, match="logistic needs a binary"):
         method.fit(ColumnChunks(z))
+
+
+def test_the_comparison_scores_probabilities_at_one_half_and_records_the_settings():
+    z = _planted()
+    data = {"Z": z, "tasks": [str(i) for i in range(M)]}
+    settings = comparison.ComparisonSettings(methods=("logistic", "train_mean"), seeds=2, per_task=False,
+                                             logistic=LogisticConfig(rank=3, steps=100))
+    result = comparison.compare(data, TEST, settings, log_fn=lambda line: None)
+    assert result["settings"]["threshold"] == 0.5
+    assert result["settings"]["logistic"]["rank"] == 3 and result["settings"]["logistic"]["steps"] == 100
+    assert result["methods"]["logistic"]["pooled"]["f1"] > result["methods"]["train_mean"]["pooled"]["f1"]
 
 
 def test_the_threshold_defaults_to_one_half_on_binary_matrices():
