@@ -40,6 +40,7 @@ class AnswerSet:
 
     kind: str  # score/exact_match.ANSWER_KINDS
     prompts: tuple[str, ...]  # [N] prompt texts (chat: rendered with the generation prompt)
+    prompt_ids: tuple[np.ndarray, ...]  # [N] their tokens (as they are: the template writes BOS), once for every model
     references: tuple[str, ...]  # [N] reference answers
     max_new_tokens: int
     stop_strings: tuple[str, ...]
@@ -69,18 +70,21 @@ def answer_set(matrix: Any, tokenizer, records: Sequence[dict]) -> AnswerSet:
     for prompt, reference in zip(prompts, references):
         digest.update(prompt.encode("utf-8") + b"\0" + reference.encode("utf-8") + b"\1")
     fp = fingerprint({"kind": kind, "texts": digest.hexdigest(), "max_new_tokens": budget, "stops": list(stops)})
-    return AnswerSet(kind, prompts, tuple(references), budget, stops, fp)
+    from forgetting_jax.models.generate import encode_prompts
+
+    return AnswerSet(kind, prompts, tuple(encode_prompts(tokenizer, prompts)), tuple(references), budget, stops, fp)
 
 
 def answer(config: Any, params: Any, answers: AnswerSet, tokenizer, eos_ids: Sequence[int], mesh: Any = None,
            batch_size: int = 64, what: str = "a model") -> tuple[np.ndarray, list[str]]:
     """(correct [N] bool, completions [N]) of the model `params` (its config `config`) on `answers`."""
-    from forgetting_jax.models.generate import Generator, generate_text
+    from forgetting_jax.models.generate import Generator, decode_completions, stop_token_sequences
     from forgetting_jax.score.exact_match import correctness
 
-    generator = Generator(config, params, mesh=mesh)
-    completions, stats = generate_text(generator, tokenizer, list(answers.prompts), answers.max_new_tokens,
-                                       stop_strings=answers.stop_strings, eos_ids=eos_ids, batch_size=batch_size)
+    new_ids, stats = Generator(config, params, mesh=mesh).generate(
+        list(answers.prompt_ids), answers.max_new_tokens, eos_ids,
+        stop_token_sequences(tokenizer, answers.stop_strings), batch_size)
+    completions = decode_completions(tokenizer, new_ids, answers.stop_strings)
     correct = np.asarray(correctness(answers.kind, completions, list(answers.references)), bool)
     log.info("answered %d upstream prompts with %s: %.1f%% right (%s), %.0f new tokens/s", len(completions), what,
              100 * float(correct.mean()) if len(correct) else 0.0, answers.kind, stats.tokens_per_second)

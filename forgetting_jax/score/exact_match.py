@@ -106,8 +106,9 @@ def _matches(kind: str, completion: str, reference: str) -> bool:
         return answer == reference
     if kind == "mmlu" and len(reference) == 1 and reference.upper() in "ABCDEFGHIJ":
         return answer == reference.upper()
-    if kind == "bbh" and _CHOICE_TARGET.match(reference):
-        return _letter(answer) == _CHOICE_TARGET.match(reference).group(1)
+    choice = _CHOICE_TARGET.match(reference) if kind == "bbh" else None
+    if choice:
+        return _letter(answer) == choice.group(1)
     return normalize_answer(answer) == normalize_answer(reference)
 
 

@@ -8,17 +8,8 @@ import torch
 
 from forgetting_jax.data.prompts import prompt_text
 from test_commands_score import TEXTS, run_cli, write_jsonl
-from tiny_hf import make_tiny_model, make_tiny_tokenizer
 
 NEW = 10
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("model"))
-    tokenizer = make_tiny_tokenizer(out)
-    model = make_tiny_model("llama", out, vocab_size=len(tokenizer))
-    return out, model, tokenizer
 
 
 def hf_completion(model, tokenizer, text, special=False):

@@ -8,18 +8,9 @@ import pytest
 import torch
 
 from forgetting_jax import cli
-from tiny_hf import make_tiny_model, make_tiny_tokenizer
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Forgetting.", "def add(a, b):\n    return a + b",
          "What is 12 plus 30? 42. " * 5, "Low-rank structure predicts which examples are forgotten."]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("model"))
-    tokenizer = make_tiny_tokenizer(out)
-    model = make_tiny_model("llama", out, vocab_size=len(tokenizer))
-    return out, model, tokenizer
 
 
 def run_cli(*args):
