@@ -34,7 +34,7 @@ setup(
         "zstandard>=0.22",  # the Pile's .jsonl.zst files
     ],
     extras_require={
-        "test": ["pytest>=7", "torch==2.13.0"],
+        "test": ["pytest>=7", "torch==2.13.0", "ruff>=0.6"],
         "bench": ["torch==2.13.0", "scikit-surprise"],
     },
     entry_points={"console_scripts": ["forgetting-jax=forgetting_jax.cli:run"]},

@@ -18,7 +18,6 @@ import textwrap
 
 COMMANDS = {
     "score": "Per-example mean NLL of a data file under a model.",
-    "generate": "Greedy completions of a data file's prompts under a model (KV-cache decoding).",
     "generate": "Greedy completions of a data file under a model (KV-cache decoder).",
     "analyze": "Low-rank fits, statistics and figures of a forgetting matrix.",
     "predict": "Matrix-completion protocol: predict unseen tasks' rows from k observed entries.",
@@ -31,8 +30,6 @@ COMMANDS = {
 
 EXAMPLES = {
     "score": "forgetting-jax score --model=models/olmo-1b --data=upstream.jsonl --format=lm --output=base.npz",
-    "generate": ("forgetting-jax generate --model=DIR --data=FILE --format=lm --max_new_tokens=N "
-                 "--output=OUT.jsonl"),
     "generate": ("forgetting-jax generate --model=models/olmo-7b-instruct --data=prompts.jsonl --format=chat "
                  "--max_new_tokens=32 --output=completions.jsonl"),
     "analyze": "forgetting-jax analyze --matrix=W/matrix/forgetting.npz --output=W/analysis",

@@ -85,7 +85,7 @@ def run_experiment(command: str, argv: Sequence[str], body: Callable[[Any], Any]
     experiment = check_experiment_args(command, argv)
     check_args(command, argv, required)
     setup_logging()
-    from forgetting_jax.train.distributed import setup_process
+    from forgetting_jax.utils.runtime import setup_process
     from forgetting_jax.utils.lock import workspace_lock
 
     setup_process(experiment, flags.FLAGS.workdir)

@@ -38,7 +38,7 @@ def main(argv):
     if not _OUTPUT.value.endswith(".npz"):
         fail("score", f"--output={_OUTPUT.value}: the output must be a .npz file", 2)
     setup_logging()
-    from forgetting_jax.train.distributed import is_main, setup_process
+    from forgetting_jax.utils.runtime import is_main, setup_process
 
     setup_process()  # joins a multi-process run configured by the environment (JAX_COORDINATOR_ADDRESS, ...)
     from forgetting_jax.data.errors import DataError

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 from forgetting_jax.models import config as model_config
 from forgetting_jax.models.config import ATTENTION_IMPLS, DTYPES, FAMILIES
 from forgetting_jax.models.decoder import REMAT_POLICIES as _REMAT_POLICIES
-from forgetting_jax.train.distributed import MODES
+from forgetting_jax.utils.runtime import MODES
 from forgetting_jax.train.inputs import TASK_READERS
 from forgetting_jax.train.lora import TARGETS
 
@@ -452,7 +452,7 @@ class ReplaySettings:
 
 @dataclasses.dataclass(frozen=True)
 class DistributedSettings:
-    """config.distributed: joining the processes of a multi-host run (train/distributed.py);
+    """config.distributed: joining the processes of a multi-host run (utils/runtime.py);
     environment variables fill what the config leaves unset.
 
     mode                 auto: initialize when a coordinator is given or a cluster is detected (a
@@ -478,7 +478,7 @@ class DistributedSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RuntimeSettings:
-    """config.runtime: process settings of every experiment command (train/distributed.py).
+    """config.runtime: process settings of every experiment command (utils/runtime.py).
 
     compilation_cache    auto (W/.jax_cache on GPU and TPU, off on CPU) | on | off | a directory
                          (FJ_COMPILATION_CACHE)

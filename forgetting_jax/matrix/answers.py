@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from forgetting_jax.matrix.store import read_checked
-from forgetting_jax.train.distributed import is_main
+from forgetting_jax.utils.runtime import is_main
 from forgetting_jax.utils.fingerprint import fingerprint, task_filename
 from forgetting_jax.utils.io import write_npz
 

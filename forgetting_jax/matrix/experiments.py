@@ -29,7 +29,7 @@ import re
 
 from forgetting_jax.utils.fingerprint import fingerprint, task_filename
 from forgetting_jax.utils.io import copy_file, move_aside, write_json, write_text
-from forgetting_jax.train.distributed import is_main
+from forgetting_jax.utils.runtime import is_main
 
 log = logging.getLogger("forgetting_jax.run")
 

@@ -48,7 +48,7 @@ from forgetting_jax.models.config import ModelConfig
 from forgetting_jax.models.loading import load_model
 from forgetting_jax.score.scorer import Scorer, data_mesh
 from forgetting_jax.train.base import tokenizer as cached_tokenizer
-from forgetting_jax.train.distributed import barrier, is_main
+from forgetting_jax.utils.runtime import barrier, is_main
 from forgetting_jax.train.mesh import make_mesh
 from forgetting_jax.utils.fingerprint import fingerprint
 

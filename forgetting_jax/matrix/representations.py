@@ -37,7 +37,7 @@ import numpy as np
 
 from forgetting_jax.data.records import Example
 from forgetting_jax.matrix.store import read_checked, task_filename
-from forgetting_jax.train.distributed import is_main
+from forgetting_jax.utils.runtime import is_main
 from forgetting_jax.utils.fingerprint import fingerprint
 from forgetting_jax.utils.io import write_npz
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from forgetting_jax.utils.fingerprint import task_filename  # noqa: F401 (re-exported)
 from forgetting_jax.utils.io import move_aside, write_npz
-from forgetting_jax.train.distributed import is_main
+from forgetting_jax.utils.runtime import is_main
 
 log = logging.getLogger("forgetting_jax.matrix")
 

@@ -34,7 +34,7 @@ from forgetting_jax.replay.mixture import replay_positions
 from forgetting_jax.replay.sampler import ReplaySchedule, replay_logits
 from forgetting_jax.utils.fingerprint import fingerprint
 from forgetting_jax.utils.io import write_npz
-from forgetting_jax.train.distributed import is_main
+from forgetting_jax.utils.runtime import is_main
 
 log = logging.getLogger("forgetting_jax.replay")
 

@@ -34,7 +34,7 @@ from forgetting_jax.models.loading import load_tokenizer
 from forgetting_jax.train import checkpoints as ckpt_lib
 from forgetting_jax.train import driver
 from forgetting_jax.train.batches import make_batches, validation_rows
-from forgetting_jax.train.distributed import host_tree, is_main
+from forgetting_jax.utils.runtime import host_tree, is_main
 from forgetting_jax.train.inputs import corpus_examples, examples_fingerprint
 from forgetting_jax.train.mesh import describe, make_mesh
 from forgetting_jax.train.recipe import (check_tokens, peak_flops, result_settings, runtime_model_config,

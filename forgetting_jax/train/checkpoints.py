@@ -28,7 +28,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from forgetting_jax.train.distributed import is_main
+from forgetting_jax.utils.runtime import is_main
 from forgetting_jax.train.state import TrainState
 from forgetting_jax.utils.io import write_json
 

@@ -34,7 +34,7 @@ from forgetting_jax.data.packing import PackedRows, materialize_rows
 from forgetting_jax.data.pipeline import Prefetcher
 from forgetting_jax.train import checkpoints as ckpt_lib
 from forgetting_jax.train.batches import stats_of, to_device
-from forgetting_jax.train.distributed import barrier, is_main
+from forgetting_jax.utils.runtime import barrier, is_main
 from forgetting_jax.train.metrics import MetricsLog
 from forgetting_jax.train.state import TrainState
 from forgetting_jax.train.step import CompiledSteps

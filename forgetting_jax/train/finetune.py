@@ -42,7 +42,7 @@ from forgetting_jax.train import driver
 from forgetting_jax.train import lora as lora_lib
 from forgetting_jax.train.base import FORMAT_VERSION, BaseModel, base_model, load_base_params, tokenizer
 from forgetting_jax.train.batches import make_batches, validation_rows
-from forgetting_jax.train.distributed import host_tree, is_main
+from forgetting_jax.utils.runtime import host_tree, is_main
 from forgetting_jax.train.inputs import examples_fingerprint, task_examples
 from forgetting_jax.train.mesh import describe, make_mesh
 from forgetting_jax.train.recipe import (check_lengths, check_tokens, mixed_settings, peak_flops, result_settings,

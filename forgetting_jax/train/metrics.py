@@ -13,7 +13,7 @@ import os
 
 import jax
 
-from forgetting_jax.train.distributed import is_main
+from forgetting_jax.utils.runtime import is_main
 
 # Dense bf16 peak FLOP/s per device, by device kind (substring match, longest first).
 PEAK_FLOPS = {

@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from typing import Iterator
-from forgetting_jax.train.distributed import is_main
+from forgetting_jax.utils.runtime import is_main
 
 log = logging.getLogger("forgetting_jax.workspace")
 

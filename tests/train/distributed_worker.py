@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
 
-    from forgetting_jax.train.distributed import maybe_initialize
+    from forgetting_jax.utils.runtime import maybe_initialize
 
     if args.num_processes > 1:
         assert maybe_initialize({"mode": "auto", "coordinator_address": f"localhost:{args.port}",

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from forgetting_jax.train import distributed
+from forgetting_jax.utils import runtime
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
 
@@ -67,29 +67,29 @@ def test_two_processes_match_one(tmp_path):
 
 
 def test_plan_reads_config_then_environment():
-    single = distributed.plan({"mode": "auto"}, {})
+    single = runtime.plan({"mode": "auto"}, {})
     assert not single.initialize
-    explicit = distributed.plan({"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2}, {})
+    explicit = runtime.plan({"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2}, {})
     assert explicit.initialize and explicit.kwargs["coordinator_address"] == "10.0.0.1:1234"
     assert explicit.kwargs["num_processes"] == 4 and explicit.kwargs["process_id"] == 2
-    from_env = distributed.plan(None, {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2",
+    from_env = runtime.plan(None, {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2",
                                        "JAX_PROCESS_ID": "1", "JAX_LOCAL_DEVICE_IDS": "0,1"})
     assert from_env.initialize and from_env.kwargs["process_id"] == 1 and from_env.kwargs["local_device_ids"] == [0, 1]
     slurm = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "16", "SLURM_STEP_ID": "0"}
-    assert distributed.plan({"mode": "auto"}, slurm).initialize
-    assert not distributed.plan({"mode": "off"}, slurm).initialize
-    assert not distributed.plan({"mode": "auto"}, {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}).initialize
-    assert distributed.plan({"mode": "auto"}, {"OMPI_COMM_WORLD_SIZE": "8"}).initialize
-    assert distributed.plan({"mode": "auto"}, {"TPU_WORKER_HOSTNAMES": "a,b,c,d"}).initialize
-    assert distributed.plan({"mode": "auto"}, {"FJ_DISTRIBUTED": "on"}).initialize
+    assert runtime.plan({"mode": "auto"}, slurm).initialize
+    assert not runtime.plan({"mode": "off"}, slurm).initialize
+    assert not runtime.plan({"mode": "auto"}, {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}).initialize
+    assert runtime.plan({"mode": "auto"}, {"OMPI_COMM_WORLD_SIZE": "8"}).initialize
+    assert runtime.plan({"mode": "auto"}, {"TPU_WORKER_HOSTNAMES": "a,b,c,d"}).initialize
+    assert runtime.plan({"mode": "auto"}, {"FJ_DISTRIBUTED": "on"}).initialize
     with pytest.raises(ValueError, match="mode"):
-        distributed.plan({"mode": "sometimes"}, {})
+        runtime.plan({"mode": "sometimes"}, {})
 
 
 def test_compilation_cache_goes_in_the_workspace(tmp_path):
-    assert distributed.compilation_cache_dir({"compilation_cache": "on"}, str(tmp_path), {}) == \
+    assert runtime.compilation_cache_dir({"compilation_cache": "on"}, str(tmp_path), {}) == \
         str(tmp_path / ".jax_cache")
-    assert distributed.compilation_cache_dir({"compilation_cache": "auto"}, str(tmp_path), {}) is None  # CPU
-    assert distributed.compilation_cache_dir({"compilation_cache": "off"}, str(tmp_path), {}) is None
-    assert distributed.compilation_cache_dir({"compilation_cache": "auto"}, str(tmp_path),
+    assert runtime.compilation_cache_dir({"compilation_cache": "auto"}, str(tmp_path), {}) is None  # CPU
+    assert runtime.compilation_cache_dir({"compilation_cache": "off"}, str(tmp_path), {}) is None
+    assert runtime.compilation_cache_dir({"compilation_cache": "auto"}, str(tmp_path),
                                              {"FJ_COMPILATION_CACHE": str(tmp_path / "c")}) == str(tmp_path / "c")

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-log = logging.getLogger("forgetting_jax.distributed")
+log = logging.getLogger("forgetting_jax.runtime")
 
 MODES = ("auto", "on", "off")
 
