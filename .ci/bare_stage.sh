@@ -15,7 +15,7 @@ step "no torch in this environment"
 
 step "help"
 forgetting-jax --help >"$W/help.txt"
-for command in run score analyze predict inspect pretrain finetune replay; do
+for command in run score generate analyze predict inspect pretrain finetune replay; do
   forgetting-jax "$command" --help >"$W/help_$command.txt"
   grep -q -- "--" "$W/help_$command.txt" || { echo "forgetting-jax $command --help lists no flags"; exit 1; }
 done
@@ -32,6 +32,11 @@ step "score"
 forgetting-jax score --model="$MODEL" --data=tests/fixtures/data/lm.jsonl --format=lm --output="$W/lm.npz"
 forgetting-jax score --model="$MODEL" --data=tests/fixtures/data/chat.jsonl --format=chat --output="$W/chat.npz"
 python -c "import numpy as np, sys; z = np.load(sys.argv[1]); assert len(z['nll']) == len(z['example_id']) > 0" "$W/lm.npz"
+
+step "generate"
+forgetting-jax generate --model="$MODEL" --data=tests/fixtures/data/lm.jsonl --format=lm --max_new_tokens=4 \
+  --output="$W/generated.jsonl"
+python -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; assert rows and all(set(r) == {'id', 'completion'} for r in rows)" "$W/generated.jsonl"
 
 step "analyze"
 forgetting-jax analyze --matrix="$W/demo/matrix/forgetting.npz" --output="$W/analysis"
