@@ -1,5 +1,5 @@
 """The package's layers: every import of forgetting_jax, at module level or inside a function,
-runs downward (ARCHITECTURE.md), and no two modules of one stage import each other in a cycle."""
+runs downward through LAYERS below, and no two modules of one stage import each other in a cycle."""
 
 import ast
 import pathlib
