@@ -73,7 +73,7 @@ def test_plan_reads_config_then_environment():
     assert explicit.initialize and explicit.kwargs["coordinator_address"] == "10.0.0.1:1234"
     assert explicit.kwargs["num_processes"] == 4 and explicit.kwargs["process_id"] == 2
     from_env = runtime.plan(None, {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2",
-                                       "JAX_PROCESS_ID": "1", "JAX_LOCAL_DEVICE_IDS": "0,1"})
+                                   "JAX_PROCESS_ID": "1", "JAX_LOCAL_DEVICE_IDS": "0,1"})
     assert from_env.initialize and from_env.kwargs["process_id"] == 1 and from_env.kwargs["local_device_ids"] == [0, 1]
     slurm = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "16", "SLURM_STEP_ID": "0"}
     assert runtime.plan({"mode": "auto"}, slurm).initialize
