@@ -6,6 +6,7 @@ compile once per pytest process and are shared by every test that runs the pipel
 
   micro_config()                                   the ConfigDict (tasks add, uppercase, parity)
   micro_config(tasks=("add",), **{"train.lr": 1e-4})  other tasks, other fields ("section.field")
+  micro_experiment(...)                            the same, parsed (what library entry points take)
   cli_overrides()                                  the same as --config.* flags of a command line
   copy_workspace(W, DEST)                          a copy of a workspace (the session's built matrix:
                                                    the `micro_matrix` fixture of tests/conftest.py)
@@ -49,6 +50,13 @@ def micro_config(tasks=TASKS, **changes):
     for key, value in {**OVERRIDES, **REPLAY, **changes}.items():
         _set(config, key, value)
     return config
+
+
+def micro_experiment(tasks=TASKS, **changes):
+    """micro_config(tasks, **changes) parsed: the Experiment that library entry points take."""
+    from forgetting_jax.experiment import as_experiment
+
+    return as_experiment(micro_config(tasks, **changes))
 
 
 def _flag_value(value) -> str:

@@ -40,6 +40,13 @@ def demo_config(**changes):
     return config
 
 
+def demo_experiment(**changes):
+    """demo_config(**changes) parsed: the Experiment that library entry points take."""
+    from forgetting_jax.experiment import as_experiment
+
+    return as_experiment(demo_config(**changes))
+
+
 def make_hf_base(out_dir: str) -> str:
     """A random-weight HF llama directory with the demo tokenizer."""
     make_tiny_model("llama", out_dir, vocab_size=4096, hidden_size=32, layers=2)
