@@ -48,9 +48,12 @@ def worker(root: str, preset: str, num_tasks: int, workdir: str) -> dict:
     for key, value in {**COMMON, **PRESETS[preset]}.items():
         section, field = key.split(".")
         config[section][field] = value
-    from forgetting_jax.matrix import pipeline
+    from forgetting_jax.experiment import as_experiment
+    from forgetting_jax.matrix.run import run_pipeline
+    from forgetting_jax.matrix.upstream import prepare_upstream
 
-    pipeline.prepare_upstream(config, workdir)  # the base model and base scores: not counted
+    config = as_experiment(config)
+    prepare_upstream(config, workdir)  # the base model and base scores: not counted
     spent = {"score": 0.0}
     original = scorer.Scorer.score
 
@@ -64,7 +67,7 @@ def worker(root: str, preset: str, num_tasks: int, workdir: str) -> dict:
     scorer.Scorer.score = timed
     tasks = list(config.data.tasks)[:num_tasks]
     start = time.perf_counter()
-    pipeline.run_pipeline(config, workdir, tasks=tasks, analyze=False)
+    run_pipeline(config, workdir, tasks=tasks, analyze=False)
     wall = time.perf_counter() - start
     train = 0.0
     for path in glob.glob(os.path.join(workdir, "tasks", "*", "*", "metrics.jsonl")):

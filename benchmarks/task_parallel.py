@@ -54,8 +54,8 @@ def load_config(path: str, overrides: list[str]):
 
 def worker(args) -> None:
     """One setting in its own process: prints {"seconds", "finetune_seconds", "score_seconds"}."""
-    from forgetting_jax.matrix import pipeline
-    from forgetting_jax.train import finetune
+    from forgetting_jax.experiment import as_experiment
+    from forgetting_jax.matrix import rows, run
 
     config = load_config(args.config, args.set + [f"matrix.parallel_tasks={args.parallel}"])
     tasks = list(config.data.tasks)[: args.tasks]
@@ -70,11 +70,11 @@ def worker(args) -> None:
                 spent[name] += time.perf_counter() - start
         return wrapper
 
-    finetune.finetune = timed("finetune", finetune.finetune)
-    finetune.finetune_group = timed("finetune", finetune.finetune_group)
-    pipeline.score_params = timed("score", pipeline.score_params)
+    rows.finetune = timed("finetune", rows.finetune)
+    rows.finetune_group = timed("finetune", rows.finetune_group)
+    rows.score_params = timed("score", rows.score_params)
     start = time.perf_counter()
-    summary = pipeline.run_pipeline(config, args.workdir, tasks=tasks, analyze=False)
+    summary = run.run_pipeline(as_experiment(config), args.workdir, tasks=tasks, analyze=False)
     seconds = time.perf_counter() - start
     assert sorted(summary.trained) == sorted(tasks), summary
     import jax
@@ -90,8 +90,9 @@ def prepare(config_path: str, overrides: list[str], out: str, base_workdir: str 
         shutil.copytree(os.path.join(base_workdir, "base"), os.path.join(out, "base"))
         shutil.copytree(os.path.join(base_workdir, "matrix", "base_nll"), os.path.join(out, "matrix", "base_nll"))
     code = ("import sys; sys.path.insert(0, %r); from benchmarks.task_parallel import load_config; "
-            "from forgetting_jax.matrix.pipeline import prepare_upstream; "
-            "prepare_upstream(load_config(%r, %r), %r)" % (ROOT, config_path, overrides, out))
+            "from forgetting_jax.experiment import as_experiment; "
+            "from forgetting_jax.matrix.upstream import prepare_upstream; "
+            "prepare_upstream(as_experiment(load_config(%r, %r)), %r)" % (ROOT, config_path, overrides, out))
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

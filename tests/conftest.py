@@ -29,8 +29,8 @@ def micro_matrix(tmp_path_factory):
     """(W, RunSummary): a workspace holding the micro demo's finished matrix (tests/micro_demo.py:
     base model, base scores, 3 fine-tuning runs, rows, analysis, report), built once per session.
     Read it in place; a test that changes a workspace works on a copy (micro_demo.copy_workspace)."""
-    from forgetting_jax.matrix.pipeline import run_pipeline
-    from micro_demo import micro_config
+    from forgetting_jax.matrix.run import run_pipeline
+    from micro_demo import micro_experiment
 
     workdir = str(tmp_path_factory.mktemp("micro_matrix") / "W")
-    return workdir, run_pipeline(micro_config(), workdir)
+    return workdir, run_pipeline(micro_experiment(), workdir)

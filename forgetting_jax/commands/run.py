@@ -27,7 +27,7 @@ log = logging.getLogger("forgetting_jax.run")
 
 def main(argv):
     def body(experiment):
-        from forgetting_jax.matrix.pipeline import run_pipeline
+        from forgetting_jax.matrix.run import run_pipeline
 
         return run_pipeline(experiment, FLAGS.workdir, tasks=_TASKS.value, redo=_REDO.value, analyze=_ANALYZE.value)
 

@@ -30,7 +30,7 @@ DATA_SOURCES = ("demo", "files")  # train/inputs.py task_examples
 METHODS = ("full", "lora")  # train/recipe.py step_settings
 BATCHINGS = ("examples", "rows")  # train/batches.py
 EXPORT_DTYPES = ("",) + DTYPES  # "": the run's param_dtype
-# matrix/pipeline.py load_upstream: demo, lm, chat or a reader of data.sources.READERS (not
+# matrix/upstream.py load_upstream: demo, lm, chat or a reader of data.sources.READERS (not
 # imported here: it loads the data readers; tests/test_experiment_config.py checks the list)
 UPSTREAM_KINDS = ("demo", "demo_tasks", "lm", "chat", "upstream", "tulu", "dolly", "flan", "mmlu", "bbh", "truthfulqa")
 CPU_COLLECTIVES = ("", "gloo", "mpi")  # "": jax's default
@@ -298,7 +298,7 @@ class PretrainSettings(TrainSettings):
 
 @dataclasses.dataclass(frozen=True)
 class MatrixSettings:
-    """config.matrix: which upstream examples, how they are scored (matrix/pipeline.py).
+    """config.matrix: which upstream examples, how they are scored (matrix/upstream.py, matrix/rows.py).
 
     upstream          demo: chunks of the bundled corpus; demo_tasks: training examples of the
                       bundled suite's tasks `upstream_tasks` (exact answers); lm: language-model text files (Dolma

@@ -48,7 +48,7 @@ class AnswerSet:
 
 
 def answer_set(matrix: Any, tokenizer, records: Sequence[dict]) -> AnswerSet:
-    """The AnswerSet of the upstream `records` (matrix/pipeline.py load_upstream_records) under
+    """The AnswerSet of the upstream `records` (matrix/upstream.py load_upstream_records) under
     config.matrix; ValueError naming the first record without a reference answer."""
     from forgetting_jax.data.prompts import prompt_text, reference_answer
     from forgetting_jax.score import exact_match
@@ -118,7 +118,7 @@ def answers_fingerprint(model_fp: str, answers: AnswerSet) -> str:
     return fingerprint({"model": model_fp, "answers": answers.fingerprint})
 
 
-def matrix_arrays(correct_before_N: np.ndarray, correct_after: dict[str, np.ndarray], tasks: Sequence[str]
+def answer_arrays(correct_before_N: np.ndarray, correct_after: dict[str, np.ndarray], tasks: Sequence[str]
                   ) -> dict[str, np.ndarray]:
     """The exact-match arrays of the matrix file for its rows `tasks`: metric, correct_before [N],
     correct_after [M, N], drop [M, N] uint8, and Z [M, N] = drop as float32."""

@@ -95,27 +95,16 @@ class RepresentationStore:
                       fingerprint=np.asarray(fp))
 
 
-def represent(up: Any, examples: Sequence[Example], what: str, shape: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def represent(up: Any, weights: Any, examples: Sequence[Example], what: str,
+              shape: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """(mean-pooled [n, D], last-token [n, D]) final hidden states of `examples` under the base
-    model of `up` (matrix.pipeline.Upstream), with the scoring config and mesh of the matrix;
-    `shape`: a fixed batch shape (score.scorer.ScoreShape; planned from the examples when None)."""
-    mean, last, stats = base_scorer(up).represent([e.pair for e in examples], shape=shape,
-                                                  tokens_per_batch=up.tokens_per_batch)
+    weights `weights` (matrix.upstream.BaseWeights of `up`, a matrix.upstream.Upstream), with the
+    scoring config and mesh of the matrix; `shape`: a fixed batch shape (score.scorer.ScoreShape;
+    planned from the examples when None)."""
+    mean, last, stats = weights.scorer().represent([e.pair for e in examples], shape=shape,
+                                                   tokens_per_batch=up.tokens_per_batch)
     log.info("represented %d %s with the base model, %.0f tokens/s", len(examples), what, stats.tokens_per_second)
     return mean, last
-
-
-def base_scorer(up: Any) -> Any:
-    """A Scorer holding the base model's parameters in the scoring dtype, built once per Upstream
-    (the weights go to the devices once for every task)."""
-    if up.base_scorer is None:
-        from forgetting_jax.models.loading import load_model
-        from forgetting_jax.score.scorer import Scorer
-
-        dtype = up.scoring_config.param_dtype
-        _, params = load_model(up.base.model_dir, param_dtype=dtype, dtype=dtype)
-        up.base_scorer = Scorer(up.scoring_config, params, mesh=up.scoring_mesh)
-    return up.base_scorer
 
 
 def task_shape(up: Any, examples: Sequence[Example]) -> Any:
@@ -131,21 +120,21 @@ def task_shape(up: Any, examples: Sequence[Example]) -> Any:
     return ScoreShape(rows_per_batch=-(-rows // devices) * devices, row_length=row_length)
 
 
-def upstream_fingerprint(up: Any) -> str:
-    """The fingerprint of the upstream examples' representations: the base scores' (the base
+def upstream_representation_key(base_scores_fp: str) -> str:
+    """The fingerprint of the upstream examples' representations, from the base scores' (the base
     model, the upstream examples, the scoring dtype)."""
-    return fingerprint({"representations": VERSION, "base_scores": up.base_scores_fp})
+    return fingerprint({"representations": VERSION, "base_scores": base_scores_fp})
 
 
-def upstream_representation(up: Any) -> tuple[np.ndarray, np.ndarray]:
+def upstream_representation(up: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
     """(example_embeddings [N, D], example_last_hidden [N, D]) of the upstream examples, cached
     (prepare_upstream computes them in the base scores' pass when neither is stored)."""
     store = RepresentationStore(up.store.root)
-    fp = upstream_fingerprint(up)
+    fp = upstream_representation_key(up.base_scores_fp)
     cached = store.upstream(fp, len(up.examples))
     if cached is not None:
         return cached
-    mean, last = represent(up, up.examples, "upstream examples")
+    mean, last = represent(up, weights, up.examples, "upstream examples")
     store.write_upstream(fp, mean, last)
     return mean, last
 
@@ -160,11 +149,12 @@ def represented_examples(train_examples: Sequence[Example], max_examples: int, s
     return chosen
 
 
-def task_representation(up: Any, task: str, train_examples: Sequence[Example], max_examples: int,
+def task_representation(up: Any, weights: Any, task: str, train_examples: Sequence[Example], max_examples: int,
                         shape: Any = None) -> TaskRepresentation:
     """The base model's representation of `task` from its training examples (up to
     `max_examples`, a seeded subsample beyond; `represented_examples`), cached by fingerprint.
-    shape: the batch shape of the pass (`task_shape`; planned from the examples when None)."""
+    weights: the base weights (matrix.upstream.BaseWeights); shape: the batch shape of the pass
+    (`task_shape`; planned from the examples when None)."""
     from forgetting_jax.train.inputs import examples_fingerprint
 
     chosen = represented_examples(train_examples, max_examples)
@@ -181,20 +171,20 @@ def task_representation(up: Any, task: str, train_examples: Sequence[Example], m
     if not chosen:
         rep = TaskRepresentation(np.zeros(d, np.float32), last_SxD, 0)
     else:
-        mean, last = represent(up, chosen, f"training examples of task {task}", shape)
+        mean, last = represent(up, weights, chosen, f"training examples of task {task}", shape)
         last_SxD[:len(chosen)] = last
         rep = TaskRepresentation(mean.mean(0).astype(np.float32), last_SxD, len(chosen))
     store.write_task(task, fp, rep)
     return rep
 
 
-def matrix_arrays(up: Any, tasks: Sequence[str], train_examples: dict[str, Sequence[Example]],
+def representation_arrays(up: Any, weights: Any, tasks: Sequence[str], train_examples: dict[str, Sequence[Example]],
                   max_examples: int) -> dict[str, np.ndarray]:
     """The representation arrays of a matrix file (MATRIX_ARRAYS) for its rows `tasks`, given each
-    task's training examples."""
-    mean_NxD, last_NxD = upstream_representation(up)
+    task's training examples, under the base weights `weights` (matrix.upstream.BaseWeights)."""
+    mean_NxD, last_NxD = upstream_representation(up, weights)
     shape = task_shape(up, [e for task in tasks for e in represented_examples(train_examples[task], max_examples)])
-    reps = [task_representation(up, task, train_examples[task], max_examples, shape) for task in tasks]
+    reps = [task_representation(up, weights, task, train_examples[task], max_examples, shape) for task in tasks]
     d = mean_NxD.shape[1]
     return {
         "example_embeddings": mean_NxD,

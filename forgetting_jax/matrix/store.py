@@ -38,7 +38,7 @@ BASE_ARRAYS = {"example_id": ("U", 1), "nll": ("f", 1), "num_tokens": ("iu", 1)}
 ROW_ARRAYS = {"task": ("U", 0), "ft_nll": ("f", 1)}
 
 
-def upstream_fingerprint(example_ids: Sequence[str], token_ids: Sequence[np.ndarray]) -> str:
+def upstream_tokens_fingerprint(example_ids: Sequence[str], token_ids: Sequence[np.ndarray]) -> str:
     """Fingerprint of the upstream set: its ids and every token, in order."""
     digest = hashlib.sha256()
     for example_id, ids in zip(example_ids, token_ids, strict=True):

@@ -28,10 +28,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from forgetting_jax.experiment import as_experiment
-from forgetting_jax.matrix.pipeline import Upstream, prepare_upstream, run_pipeline, scored_run, task_row
+from forgetting_jax.experiment import Experiment
+from forgetting_jax.matrix.rows import RowPlan, get_or_compute, matrix_row
+from forgetting_jax.matrix.run import run_pipeline
+from forgetting_jax.matrix.upstream import Upstream, prepare_upstream
 from forgetting_jax.matrix.representations import MATRIX_ARRAYS as REPRESENTATION_ARRAYS
-from forgetting_jax.matrix.store import MatrixStore, upstream_fingerprint
+from forgetting_jax.matrix.store import MatrixStore, upstream_tokens_fingerprint
 from forgetting_jax.predict.comparison import rep_dot_config
 from forgetting_jax.predict.methods import CompletionConfig
 from forgetting_jax.replay.mixture import ReplayMixture, mixed_steps, replay_fraction, replay_positions
@@ -39,6 +41,7 @@ from forgetting_jax.replay.sampler import ReplaySchedule, replay_logits
 from forgetting_jax.replay.stats import mean_ci, paired_tests
 from forgetting_jax.replay.strategies import (Completer, OnlineSchedule, Strategy, observed_columns, parse_strategy,
                                               task_code)
+from forgetting_jax.train.finetune import plan_finetune
 from forgetting_jax.train.mesh import make_mesh
 from forgetting_jax.utils.fingerprint import fingerprint
 
@@ -49,7 +52,7 @@ log = logging.getLogger("forgetting_jax.replay")
 class Setup:
     """What every replay run of one experiment shares."""
 
-    config: Any
+    config: Experiment
     up: Upstream
     z_train_MxN: np.ndarray  # the matrix's rows
     pool_N: np.ndarray  # bool: may be replayed
@@ -71,7 +74,7 @@ def split_upstream(base_nll_N: np.ndarray, num_heldout: int, seed: int) -> tuple
     return heldout, pool
 
 
-def _check(config: Any, test_tasks: Sequence[str]) -> None:
+def _check(config: Experiment, test_tasks: Sequence[str]) -> None:
     from forgetting_jax.train.inputs import discover_tasks
 
     if not test_tasks:
@@ -87,7 +90,7 @@ def _check(config: Any, test_tasks: Sequence[str]) -> None:
                          f"{config.train.row_length}: replayed upstream examples would not fit a row")
 
 
-def _matrix(config: Any, workdir: str, up: Upstream) -> tuple[np.ndarray, str, dict]:
+def _matrix(config: Experiment, workdir: str, up: Upstream) -> tuple[np.ndarray, str, dict]:
     """(Z [M, N] of config.data.tasks, the experiment's directory, the matrix file's arrays): the
     experiment's matrix, built or reused by the run pipeline."""
     log.info("replay predicts forgetting from the matrix of config.data.tasks (W/experiments/<name>/forgetting.npz): "
@@ -104,19 +107,16 @@ def _matrix(config: Any, workdir: str, up: Upstream) -> tuple[np.ndarray, str, d
     return z, summary.experiment_dir, data
 
 
-def _new_task_representations(config: Any, workdir: str, up: Upstream) -> Callable[[Sequence[str]], dict]:
+def _new_task_representations(config: Experiment, workdir: str, up: Upstream) -> Callable[[Sequence[str]], dict]:
     """tasks -> the base model's representations of new tasks (not rows of the matrix), computed
     as the matrix's rows' are (matrix/representations.py) and cached the same way."""
     from forgetting_jax.matrix.representations import task_representation
-    from forgetting_jax.train.finetune import plan_finetune
 
     def represent(tasks: Sequence[str]) -> dict:
         s = int(config.matrix.task_examples)
-        try:
-            reps = [task_representation(up, t, plan_finetune(config, workdir, t, up.base).examples["train"], s)
+        with up.base_weights() as weights:
+            reps = [task_representation(up, weights, t, plan_finetune(config, workdir, t, up.base).examples["train"], s)
                     for t in tasks]
-        finally:
-            up.base_scorer = None
         return {"task_embeddings": np.stack([r.mean_D for r in reps]),
                 "task_example_last_hidden": np.stack([r.last_SxD for r in reps]),
                 "task_example_count": np.asarray([r.count for r in reps], np.int32)}
@@ -193,7 +193,7 @@ def _completion(rc: Any) -> CompletionConfig:
     return CompletionConfig(rank=int(rc.rank), reg=float(rc.reg), seed=int(rc.seed))
 
 
-def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = None,
+def run_replay(config: Experiment, workdir: str, strategies: Sequence[str] | None = None,
                tasks: Sequence[str] | None = None) -> dict:
     """Runs (or completes) the replay experiment of config.replay in `workdir`; returns the results
     written to the experiment's replay/results.json (results["experiment_dir"]: that experiment's
@@ -201,7 +201,6 @@ def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = Non
     from forgetting_jax.replay.report import write_replay_report
 
     started = time.perf_counter()
-    config = as_experiment(config)
     rc = config.replay
     chosen = [parse_strategy(s) for s in (strategies or rc.strategies)]
     if not chosen:
@@ -214,7 +213,7 @@ def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = Non
     z_train, experiment_dir, data = _matrix(config, workdir, up)
     heldout, pool = split_upstream(up.base_nll, int(rc.num_heldout), int(rc.seed))
     heldout_examples = [up.examples[j] for j in heldout]
-    heldout_fp = upstream_fingerprint([e.id for e in heldout_examples], [e.ids for e in heldout_examples])
+    heldout_fp = upstream_tokens_fingerprint([e.id for e in heldout_examples], [e.ids for e in heldout_examples])
     setup = Setup(config, up, z_train, pool, MatrixStore(os.path.join(workdir, "replay", "heldout")),
                   {"dtype": config.matrix.dtype, "upstream": heldout_fp},
                   Completer(z_train, _completion(rc), int(rc.seed),
@@ -230,7 +229,8 @@ def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = Non
     ft_nll, truth = {}, {}
     for i, task in enumerate(test_tasks):
         log.info("replay: test task %d/%d: %s: its plain fine-tuning run and true row", i + 1, len(test_tasks), task)
-        ft_nll[task] = task_row(config, workdir, up, task)[0]
+        plan = plan_finetune(config, workdir, task, up.base)
+        ft_nll[task] = get_or_compute(config, workdir, up, matrix_row(up, plan))[0]
         truth[task] = ft_nll[task].astype(np.float64) - up.base_nll
     truth_TxN = np.stack([truth[t] for t in test_tasks])
     columns = observed_columns(truth_TxN, pool, int(rc.k), int(rc.seed), test_tasks)
@@ -248,8 +248,9 @@ def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = Non
                 log.info("replay: test task %d/%d: %s, strategy %s", i + 1, len(test_tasks), task, strategy.name)
                 mixture = make_mixture(setup, task, strategy, truth[task], columns[i],
                                        {m: predicted[m][i] for m in methods})
-                nll, reused = scored_run(config, workdir, up, task, heldout_examples, setup.heldout_store,
-                                         f"{task}.{strategy.name}", setup.heldout_scoring, mixture=mixture)
+                row = RowPlan(plan_finetune(config, workdir, task, up.base, mixture), f"{task}.{strategy.name}",
+                              setup.heldout_store, heldout_examples, setup.heldout_scoring, mixture=mixture)
+                nll, reused = get_or_compute(config, workdir, up, row)
                 if not reused:
                     trained.append(f"{task}.{strategy.name}")
             forgetting[strategy.name][task] = float(np.nanmean(np.asarray(nll, np.float64) - up.base_nll[heldout]))
@@ -262,8 +263,8 @@ def run_replay(config: Any, workdir: str, strategies: Sequence[str] | None = Non
     return results
 
 
-def summarize(config: Any, tasks: Sequence[str], chosen: Sequence[Strategy], forgetting: dict, truth_TxN: np.ndarray,
-              predicted: dict[str, np.ndarray], pool_N: np.ndarray, num_heldout: int) -> dict:
+def summarize(config: Experiment, tasks: Sequence[str], chosen: Sequence[Strategy], forgetting: dict,
+              truth_TxN: np.ndarray, predicted: dict[str, np.ndarray], pool_N: np.ndarray, num_heldout: int) -> dict:
     """Per-strategy means and CIs of held-out forgetting across tasks, paired tests, and how well
     each method's completed rows rank the pool's true forgetting."""
     from scipy import stats

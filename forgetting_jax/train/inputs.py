@@ -32,22 +32,17 @@ def examples_fingerprint(examples: list[Example]) -> str:
 
 
 def _read_task_records(data: Any, path: str, task: str) -> list[dict]:
-    from forgetting_jax.data.readers import read_records
-    from forgetting_jax.data.sources import READERS
+    from forgetting_jax.data.by_kind import read_kind
 
     per_task_file = "{task}" in path
     path = path.replace("{task}", task)
     kwargs = dict(data.reader_kwargs or {})
-    if data.reader == "chat":
-        records = read_records(path, "chat", skip_bad=data.skip_bad)
-    elif data.reader in READERS and data.reader != "upstream":
-        if per_task_file and data.reader in ("flan", "bbh"):
-            kwargs.setdefault("task", task)
-        if per_task_file and data.reader == "mmlu":
-            kwargs.setdefault("subject", task)
-        records = READERS[data.reader](path, skip_bad=data.skip_bad, **kwargs)
-    else:
-        raise ValueError(f"data.reader {data.reader!r} is not one of {', '.join(TASK_READERS)}")
+    if per_task_file and data.reader in ("flan", "bbh"):
+        kwargs.setdefault("task", task)
+    if per_task_file and data.reader == "mmlu":
+        kwargs.setdefault("subject", task)
+    records = read_kind(data.reader, path, field="data.reader", kwargs=kwargs, skip_bad=data.skip_bad,
+                        allowed=TASK_READERS)
     if per_task_file:
         return [dict(r, task=task) for r in records]
     chosen = [r for r in records if r.get("task") == task]
@@ -77,12 +72,13 @@ def discover_tasks(data: Any) -> list[str]:
         found = [pattern.match(p) for p in glob.glob(prefix + "*" + suffix)]
         tasks = sorted(m.group(1) for m in found if m)
     else:
-        from forgetting_jax.data.sources import READERS
+        from forgetting_jax.data.by_kind import read_kind
 
-        reader = READERS.get(data.reader)
-        if reader is None or data.reader == "upstream":
+        if data.reader not in TASK_READERS or data.reader == "chat":
             raise ValueError(f"data.tasks is empty and data.reader {data.reader!r} has no task labels")
-        tasks = sorted({r.get("task", "") for r in reader(path, skip_bad=data.skip_bad)} - {""})
+        records = read_kind(data.reader, path, field="data.reader", kwargs=dict(data.reader_kwargs or {}),
+                            skip_bad=data.skip_bad, allowed=TASK_READERS)
+        tasks = sorted({r.get("task", "") for r in records} - {""})
     if not tasks:
         raise ValueError(f"{path}: no tasks found (set data.tasks)")
     return tasks

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from forgetting_jax.analysis.matrix_file import MatrixFileError, read_matrix_file
-from forgetting_jax.matrix.answers import matrix_arrays
+from forgetting_jax.matrix.answers import answer_arrays
 from forgetting_jax.matrix.answers_report import answer_statistics, answers_section, row_shuffled, svd_r2
 
 
 def _file(tmp_path, before, after, **changes):
-    arrays = matrix_arrays(np.asarray(before, bool), {f"t{i}": np.asarray(r, bool) for i, r in enumerate(after)},
+    arrays = answer_arrays(np.asarray(before, bool), {f"t{i}": np.asarray(r, bool) for i, r in enumerate(after)},
                            [f"t{i}" for i in range(len(after))])
     arrays.update(tasks=np.asarray([f"t{i}" for i in range(len(after))]),
                   example_ids=np.asarray([f"e{j}" for j in range(len(before))]))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from forgetting_jax.analysis.matrix_file import read_matrix_file
-from forgetting_jax.matrix.pipeline import run_pipeline
-from micro_demo import micro_config
+from forgetting_jax.matrix.run import run_pipeline
+from micro_demo import micro_experiment
 
 pytestmark = pytest.mark.slow  # the whole pipeline, trained
 
@@ -23,7 +23,7 @@ EXACT = {"matrix.metric": "exact_match", "matrix.upstream": "demo_tasks", "matri
 @pytest.fixture(scope="module")
 def exact(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("exact") / "W")
-    return workdir, run_pipeline(micro_config(**EXACT), workdir)
+    return workdir, run_pipeline(micro_experiment(**EXACT), workdir)
 
 
 def test_binary_matrix_file(exact):
@@ -68,7 +68,7 @@ def test_second_run_reuses_every_answer(exact, monkeypatch):
 
     workdir, first = exact
     monkeypatch.setattr(answers, "answer", lambda *a, **k: pytest.fail("answered again"))
-    summary = run_pipeline(micro_config(**EXACT), workdir, analyze=False)
+    summary = run_pipeline(micro_experiment(**EXACT), workdir, analyze=False)
     assert summary.trained == [] and sorted(summary.reused_rows) == sorted(first.tasks)
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from forgetting_jax.matrix.experiments import relocate_links, resolve_experiment
-from forgetting_jax.matrix.pipeline import run_pipeline
-from micro_demo import TASKS, copy_workspace, micro_config
+from forgetting_jax.matrix.run import run_pipeline
+from micro_demo import TASKS, copy_workspace, micro_experiment
 from test_support import package_warnings
 
 FAST = {"train.steps": 2, "train.eval_every": 2, "train.log_every": 2}
@@ -45,8 +45,8 @@ def three_runs(micro_matrix, tmp_path_factory):
     after_first = str(tmp_path_factory.mktemp("after-first") / "W")
     shutil.copytree(workdir, after_first)
     with package_warnings() as warnings:
-        second = run_pipeline(micro_config(**OTHER_LR), workdir, analyze=False)
-    third = run_pipeline(micro_config(), workdir, analyze=False)
+        second = run_pipeline(micro_experiment(**OTHER_LR), workdir, analyze=False)
+    third = run_pipeline(micro_experiment(), workdir, analyze=False)
     return workdir, (first, second, third), first_bytes, after_first, warnings
 
 
@@ -105,7 +105,7 @@ def test_a_workspace_of_the_earlier_layout_keeps_its_work(three_runs, tmp_path):
         os.replace(os.path.join(matrix, "rows", task, row), os.path.join(matrix, "rows", task + ".npz"))
         os.rmdir(os.path.join(matrix, "rows", task))
 
-    summary = run_pipeline(micro_config(), workdir, analyze=False)
+    summary = run_pipeline(micro_experiment(), workdir, analyze=False)
     assert summary.trained == [] and sorted(summary.reused_rows) == sorted(TASKS) and summary.base_scores_reused
     for name, value in _arrays(os.path.join(first.matrix_path)).items():
         np.testing.assert_array_equal(_arrays(summary.matrix_path)[name], value)

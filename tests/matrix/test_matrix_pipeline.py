@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from forgetting_jax.matrix.pipeline import run_pipeline
-from micro_demo import TASKS, cli_overrides, copy_workspace, micro_config
+from forgetting_jax.matrix.run import run_pipeline
+from micro_demo import TASKS, cli_overrides, copy_workspace, micro_experiment
 
 
 pytestmark = pytest.mark.slow  # the whole pipeline, trained
@@ -56,7 +56,7 @@ def _experiment_rows(experiment):
 def test_second_run_reuses_everything(finished):
     workdir, _ = finished
     before = np.load(os.path.join(workdir, "matrix", "forgetting.npz"))["Z"]
-    summary = run_pipeline(micro_config(), workdir, analyze=False)
+    summary = run_pipeline(micro_experiment(), workdir, analyze=False)
     assert summary.trained == [] and sorted(summary.reused_rows) == sorted(TASKS)
     assert summary.base_scores_reused
     np.testing.assert_array_equal(np.load(os.path.join(workdir, "matrix", "forgetting.npz"))["Z"], before)
@@ -65,7 +65,7 @@ def test_second_run_reuses_everything(finished):
 def test_unknown_task_is_a_clear_error(finished):
     workdir, _ = finished
     with pytest.raises(ValueError, match="nope"):
-        run_pipeline(micro_config(), workdir, tasks=["nope"])
+        run_pipeline(micro_experiment(), workdir, tasks=["nope"])
 
 
 def test_killed_run_resumes_to_the_uninterrupted_matrix(finished, tmp_path):
@@ -114,9 +114,9 @@ def test_rows_scored_in_memory_equal_transformers_on_the_exported_model(finished
     """Rows are scored from the fine-tuned parameters where they sit (no export and reload); with
     matrix.keep_models the run also exports them, and transformers' scoring of that export (fp32)
     gives the same row."""
-    from forgetting_jax.matrix.pipeline import prepare_upstream
+    from forgetting_jax.matrix.upstream import prepare_upstream
 
-    config = micro_config(**{"matrix.keep_models": True})
+    config = micro_experiment(**{"matrix.keep_models": True})
     workdir = copy_workspace(finished[0], str(tmp_path / "W"))
     summary = run_pipeline(config, workdir, tasks=["add"], redo=["add"], analyze=False)
     assert summary.trained == ["add"]

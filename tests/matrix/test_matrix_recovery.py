@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 import micro_demo
-from forgetting_jax.matrix.pipeline import run_pipeline
+from forgetting_jax.matrix.run import run_pipeline
 
 TASK = "add"
 
 
 def micro_config(keep_models: bool = False):
     """The micro demo (tests/micro_demo.py: shared compiled steps) with the one task TASK."""
-    return micro_demo.micro_config((TASK,), **{"matrix.keep_models": keep_models})
+    return micro_demo.micro_experiment((TASK,), **{"matrix.keep_models": keep_models})
 
 
 @pytest.fixture(scope="module")

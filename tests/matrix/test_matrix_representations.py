@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from forgetting_jax.analysis.matrix_file import MatrixFileError, read_matrix_file
-from forgetting_jax.matrix.pipeline import prepare_upstream, run_pipeline
+from forgetting_jax.matrix.run import run_pipeline
+from forgetting_jax.matrix.upstream import prepare_upstream
 from forgetting_jax.matrix.representations import represented_examples
-from micro_demo import TASKS, copy_workspace, micro_config
+from micro_demo import TASKS, copy_workspace, micro_config, micro_experiment
 
 
 def _transformers_states(model_dir, examples):
@@ -36,7 +37,7 @@ def test_representations_equal_transformers_on_the_base_model(micro_matrix):
 
     workdir, summary = micro_matrix
     data = read_matrix_file(summary.matrix_path)
-    config = micro_config()
+    config = micro_experiment()
     up = prepare_upstream(config, workdir)
     [model_dir] = glob.glob(os.path.join(workdir, "base", "*", "model"))
     mean, last = _transformers_states(model_dir, up.examples[:12])
@@ -58,7 +59,7 @@ def test_representations_are_cached_and_follow_their_settings(micro_matrix, tmp_
     workdir = copy_workspace(micro_matrix[0], str(tmp_path / "W"))
     before = read_matrix_file(os.path.join(workdir, "matrix", "forgetting.npz"))
     with caplog.at_level(logging.INFO, logger="forgetting_jax.run"):
-        summary = run_pipeline(micro_config(), workdir)
+        summary = run_pipeline(micro_experiment(), workdir)
     assert not [r for r in caplog.records if "represented" in r.getMessage()]  # all reused
     again = read_matrix_file(summary.matrix_path)
     for key in ("example_embeddings", "task_example_last_hidden", "task_example_count"):
@@ -66,14 +67,14 @@ def test_representations_are_cached_and_follow_their_settings(micro_matrix, tmp_
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="forgetting_jax.run"):
-        summary = run_pipeline(micro_config(**{"matrix.task_examples": 8}), workdir, analyze=False)
+        summary = run_pipeline(micro_experiment(**{"matrix.task_examples": 8}), workdir, analyze=False)
     messages = [r.getMessage() for r in caplog.records if "represented" in r.getMessage()]
     assert len(messages) == len(TASKS) and all("represented 8 training examples" in m for m in messages)
     small = read_matrix_file(summary.matrix_path)
     assert small["task_example_last_hidden"].shape == (len(TASKS), 8, 64)
     np.testing.assert_array_equal(small["example_embeddings"], before["example_embeddings"])  # upstream reused
 
-    summary = run_pipeline(micro_config(**{"matrix.representations": False}), workdir, analyze=False)
+    summary = run_pipeline(micro_experiment(**{"matrix.representations": False}), workdir, analyze=False)
     assert "example_embeddings" not in np.load(summary.matrix_path).files
 
 

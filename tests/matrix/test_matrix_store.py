@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from forgetting_jax.matrix.store import MatrixStore, task_filename, upstream_fingerprint
+from forgetting_jax.matrix.store import MatrixStore, task_filename, upstream_tokens_fingerprint
 
 
 def test_rows_and_base_round_trip_by_fingerprint(tmp_path):
@@ -39,11 +39,11 @@ def test_task_filenames_are_safe_and_distinct():
     assert task_filename("plain") == "plain"
 
 
-def test_upstream_fingerprint_sees_tokens_and_ids():
-    a = upstream_fingerprint(["x", "y"], [np.array([1, 2]), np.array([3])])
-    assert a == upstream_fingerprint(["x", "y"], [np.array([1, 2]), np.array([3])])
-    assert a != upstream_fingerprint(["x", "y"], [np.array([1, 2]), np.array([4])])
-    assert a != upstream_fingerprint(["x", "z"], [np.array([1, 2]), np.array([3])])
+def test_upstream_tokens_fingerprint_sees_tokens_and_ids():
+    a = upstream_tokens_fingerprint(["x", "y"], [np.array([1, 2]), np.array([3])])
+    assert a == upstream_tokens_fingerprint(["x", "y"], [np.array([1, 2]), np.array([3])])
+    assert a != upstream_tokens_fingerprint(["x", "y"], [np.array([1, 2]), np.array([4])])
+    assert a != upstream_tokens_fingerprint(["x", "z"], [np.array([1, 2]), np.array([3])])
 
 
 def test_rows_of_two_fingerprints_live_side_by_side(tmp_path):

@@ -14,7 +14,7 @@ from forgetting_jax.replay import mixture as mixture_lib
 from forgetting_jax.replay.experiment import run_replay, split_upstream
 from micro_demo import REPLAY_TEST_TASKS as TEST_TASKS
 from micro_demo import copy_workspace
-from micro_demo import micro_config as micro_demo_config
+from micro_demo import micro_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ STRATEGIES = ("none", "random", "predicted:additive", "predicted:rep_dot", "grou
 
 def micro_config():
     """The micro demo (ratio 1/4, k = 5, 15 held-out examples) with every kind of strategy."""
-    return micro_demo_config(**{"replay.strategies": STRATEGIES})
+    return micro_experiment(**{"replay.strategies": STRATEGIES})
 
 
 @pytest.fixture(scope="module")

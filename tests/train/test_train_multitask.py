@@ -9,11 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from forgetting_jax.matrix.pipeline import run_pipeline
+from forgetting_jax.matrix.run import run_pipeline
 from forgetting_jax.train import multitask
 from forgetting_jax.train.checkpoints import read_fingerprint
 from forgetting_jax.train.metrics import read_metrics
-from micro_demo import TASKS, micro_config
+from micro_demo import TASKS, micro_experiment
 
 
 def seed_workdir(reference: str, workdir: str) -> None:
@@ -45,7 +45,7 @@ def test_parallel_tasks_match_one_at_a_time(one_at_a_time, tmp_path, monkeypatch
     second run is interrupted after step 4 of its first group and resumed from its checkpoints."""
     workdir = str(tmp_path / "parallel")
     seed_workdir(one_at_a_time, workdir)
-    config = micro_config(**{"matrix.parallel_tasks": 2, "matrix.task_submeshes": submeshes,
+    config = micro_experiment(**{"matrix.parallel_tasks": 2, "matrix.task_submeshes": submeshes,
                              "mesh.num_devices": submeshes, "train.save_every": 2})
     if interrupted:
         calls = []
