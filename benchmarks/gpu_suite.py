@@ -149,7 +149,7 @@ def phase_components(args) -> dict:
 
     s = SHAPES[args.shape]
     d, B, L = s["hidden"], s["rows"], s["length"]
-    from forgetting_jax.experiment import scan_unroll
+    from forgetting_jax.models.config import scan_unroll
 
     config = ModelConfig(family="olmo", vocab_size=s["vocab"], hidden_size=d, num_layers=s["layers"],
                          num_heads=s["heads"], num_kv_heads=s["heads"], head_dim=d // s["heads"], mlp_dim=4 * d,

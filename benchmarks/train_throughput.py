@@ -82,7 +82,7 @@ class JaxTrainer:
         from forgetting_jax.train.optimizer import OptimizerSettings
         from forgetting_jax.train.step import BATCH_FIELDS, StepSettings, compiled_steps
 
-        from forgetting_jax.experiment import scan_unroll as default_unroll
+        from forgetting_jax.models.config import scan_unroll as default_unroll
 
         config, params, _ = load_hf_model(model_dir)
         scan_unroll = scan_unroll or default_unroll({"scan_layers": None}, config.num_layers)

@@ -9,7 +9,8 @@ import pytest
 from ml_collections import ConfigDict
 
 from forgetting_jax import experiment as ex
-from forgetting_jax.experiment import ConfigError, Experiment, default_config, parse, scan_unroll, to_config_dict
+from forgetting_jax.experiment import ConfigError, Experiment, default_config, parse, to_config_dict
+from forgetting_jax.models.config import scan_unroll
 from forgetting_jax.utils.fingerprint import fingerprint
 from tests.config_files import CONFIGS_DIR, load_config
 
@@ -89,19 +90,26 @@ def test_unset_optional_fields_keep_their_type_for_overrides():
 
 
 def test_allowed_values_are_those_of_the_code_that_reads_them():
+    """The config's allowed values (experiment/choices.py) name exactly the entries of the stages'
+    own tables."""
+    from forgetting_jax.data.by_kind import FILE_KINDS
+    from forgetting_jax.data.demo.tasks import TASKS
     from forgetting_jax.data.sources import READERS
-    from forgetting_jax.data.sources_text import DUPLICATES
+    from forgetting_jax.experiment import choices
     from forgetting_jax.models.decoder import REMAT_POLICIES
-    from forgetting_jax.train.inputs import TASK_READERS
-
+    from forgetting_jax.predict.registry import KNOWN
+    from forgetting_jax.replay.strategies import parse_strategy
     from forgetting_jax.score.exact_match import ANSWER_KINDS, UPSTREAM_KINDS
 
-    assert ex.UPSTREAM_KINDS == ("demo", "demo_tasks", "lm", "chat") + tuple(READERS)
+    assert choices.SOURCE_READERS == tuple(READERS)
+    assert ex.UPSTREAM_KINDS == ("demo", "demo_tasks") + FILE_KINDS
+    assert set(ex.TASK_READERS) <= set(FILE_KINDS) - {"lm", "upstream"}
     assert ex.ANSWER_KINDS == ("auto",) + ANSWER_KINDS
     assert set(UPSTREAM_KINDS) <= set(ex.UPSTREAM_KINDS)
     assert ex.REMAT_POLICIES == tuple(REMAT_POLICIES)
-    assert ex.TASK_READERS == TASK_READERS
-    assert DUPLICATES == ("error", "skip")
+    assert choices.SUITE_TASKS == tuple(TASKS) and set(ex.DEMO_TASKS) <= set(TASKS)
+    assert KNOWN == choices.PREDICT_METHODS
+    assert parse_strategy("top:predicted:als") == choices.Strategy("top:predicted:als", "predicted", "als", True)
 
 
 # Validation -------------------------------------------------------------------------------------

@@ -86,8 +86,7 @@ def r2_from_sse(sse: float, moments: Moments) -> float:
     return float(1.0 - (sse / moments.count) / moments.var)
 
 
-# ----------------------------------------------------------------------------------------------
-# Moments and the Gram matrix
+# Moments and the Gram matrix ------------------------------------------------------------------
 
 
 GRAM_MAX_ROWS = 4096  # up to here the moments pass also builds the Gram matrix
@@ -192,8 +191,7 @@ def _shift_gram(g: Gram, rows_M: jax.Array, shift: float) -> tuple[jax.Array, ja
     return k, g.r_M + shift * g.n * t
 
 
-# ----------------------------------------------------------------------------------------------
-# Alternating least squares
+# Alternating least squares --------------------------------------------------------------------
 
 
 def _outer_flat(x_XxD):
@@ -386,8 +384,7 @@ def fit_r2(fit: FactorFit, chunks: ColumnChunks) -> float:
     return r2_from_sse(float(jnp.sum(fit.sse_M)), moments(chunks))
 
 
-# ----------------------------------------------------------------------------------------------
-# Truncated SVD
+# Truncated SVD --------------------------------------------------------------------------------
 
 
 class SVDFit(NamedTuple):

@@ -30,6 +30,7 @@ def main(argv):
         return finetune(experiment, FLAGS.workdir, _TASK.value)
 
     result = run_experiment("finetune", argv, body, required=REQUIRED)
-    best = "" if result.best_val_loss is None else f", best validation loss {result.best_val_loss:.4f} at step {result.best_step}"
+    best = ("" if result.best_val_loss is None
+            else f", best validation loss {result.best_val_loss:.4f} at step {result.best_step}")
     log.info("task %s: %s%s", _TASK.value, "reused " if result.reused else "fine-tuned ", result.model_dir + best)
     print(result.model_dir)

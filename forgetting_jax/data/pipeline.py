@@ -54,7 +54,8 @@ class PackedBatches:
     """Batches of packed rows over `examples`; `batch(step)` is random access, iteration prefetches.
 
     Each batch is a `PackedRows` of batch_rows / num_shards rows; `example_index` refers to
-    positions in `examples` (their ids: `example_ids`). With num_epochs, the last batch is padded with empty rows (no loss).
+    positions in `examples` (their ids: `example_ids`). With num_epochs, the last batch is padded
+    with empty rows (no loss).
     """
 
     def __init__(self, examples: Sequence[ExampleLike], config: PipelineConfig):

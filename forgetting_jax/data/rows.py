@@ -1,10 +1,11 @@
 """Reading raw rows from a data file or a dataset name, each tagged with its place in the source.
 
 JSON lines (.jsonl, .ndjson, .json) and CSV/TSV files, each optionally compressed (.gz, .zst),
-are read here, record by record, so that a malformed line or invalid UTF-8 is reported with its line number and never shifts which row is which. A .json file holding
-one JSON document (an array of objects, or an object whose `field` is such an array) is read whole.
-CSV cells are always strings (never guessed numbers); a file without a header row is read with
-`columns` naming its columns. Parquet and Arrow files, and hub dataset names, go through `datasets`.
+are read here, record by record, so that a malformed line or invalid UTF-8 is reported with its
+line number and never shifts which row is which. A .json file holding one JSON document (an array
+of objects, or an object whose `field` is such an array) is read whole. CSV cells are always
+strings (never guessed numbers); a file without a header row is read with `columns` naming its
+columns. Parquet and Arrow files, and hub dataset names, go through `datasets`.
 """
 
 import csv

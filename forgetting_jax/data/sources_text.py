@@ -4,6 +4,7 @@ import logging
 from typing import Sequence
 
 from forgetting_jax.data.errors import DataError
+from forgetting_jax.experiment.choices import DUPLICATES
 from forgetting_jax.data.rows import Row, read_rows
 from forgetting_jax.data.sources_base import (
     NamedField, chat, doc_id, field_str, first_field, place, read, row_id, stem)
@@ -16,7 +17,6 @@ SOURCE_FIELDS = ("source", "meta.pile_set_name")
 TASK_FIELDS = ("task", "task_name")
 DOLMA_FIELDS = ("added", "created", "metadata")
 FLAN_SUBMIXTURES = {"flan", "flan2021", "t0", "niv2", "cot", "dialog"}
-DUPLICATES = ("error", "skip")
 
 
 def read_upstream(path: str, *, tokenizer=None, max_length: int | None = None, source: str | None = None,

@@ -22,26 +22,33 @@ from these dataclasses: every default is defined once, here; configs/*.py change
 
   config field train.batching='exmaples' is not one of examples, rows
 
-The package: sections.py (the dataclasses and their rules), parse.py (parse, as_experiment,
-scan_unroll), config_dict.py (ConfigDicts and command-line comma lists). Every experiment
+The package: choices.py (the allowed values of enumerated fields, which the stages import),
+fields.py (how a field declares its rules), sections.py (the dataclasses), parse.py (parse,
+as_experiment), config_dict.py (ConfigDicts and command-line comma lists). Every experiment
 command parses its config at start (`commands.common.check_experiment_args`
 returns the Experiment).
 """
 
 from forgetting_jax.experiment.config_dict import (default_config, section_config, split_comma_lists,
                                                    to_config_dict, train_defaults)
-from forgetting_jax.experiment.parse import as_experiment, field_kind, parse, scan_unroll
+from forgetting_jax.experiment.parse import as_experiment, field_kind, parse
+from forgetting_jax.experiment.choices import (
+    ANSWER_KINDS, ATTENTION_IMPLS, BASES, BATCHINGS, CPU_COLLECTIVES, DATA_SOURCES, DEMO_TASKS, DTYPES, EXPORT_DTYPES,
+    FAMILIES, HF_FINGERPRINTS, LORA_TARGETS, METHODS, METRICS, REMAT_POLICIES, TASK_READERS, UPSTREAM_KINDS,
+    ConfigError)
 from forgetting_jax.experiment.sections import (
-    ANSWER_KINDS, ATTENTION_IMPLS, BASES, BATCHINGS, CPU_COLLECTIVES, DATA_SOURCES, DEMO_TASKS, DTYPES, EXPORT_DTYPES, FAMILIES,
-    HF_FINGERPRINTS, METHODS, METRICS, MODES, REMAT_POLICIES, TARGETS, TASK_READERS, UPSTREAM_KINDS, ConfigError, DataSettings,
-    DistributedSettings, Experiment, MatrixSettings, MeshSettings, ModelSettings, PredictSettings, PretrainSettings,
-    ReplaySettings, RuntimeSettings, TrainLoraSettings, TrainSettings)
+    DataSettings, DistributedSettings, Experiment, MatrixSettings, MeshSettings, ModelSettings, PredictSettings,
+    PretrainSettings, ReplaySettings, RuntimeSettings, TrainLoraSettings, TrainSettings)
+from forgetting_jax.utils.runtime import MODES
+
+TARGETS = LORA_TARGETS
 
 __all__ = [
-    "ANSWER_KINDS", "ATTENTION_IMPLS", "BASES", "BATCHINGS", "CPU_COLLECTIVES", "DATA_SOURCES", "DEMO_TASKS", "DTYPES", "EXPORT_DTYPES",
-    "FAMILIES", "HF_FINGERPRINTS", "METHODS", "METRICS", "MODES", "REMAT_POLICIES", "TARGETS", "TASK_READERS", "UPSTREAM_KINDS",
+    "ANSWER_KINDS", "ATTENTION_IMPLS", "BASES", "BATCHINGS", "CPU_COLLECTIVES", "DATA_SOURCES", "DEMO_TASKS",
+    "DTYPES", "EXPORT_DTYPES", "FAMILIES", "HF_FINGERPRINTS", "METHODS", "METRICS", "MODES", "REMAT_POLICIES",
+    "TARGETS", "TASK_READERS", "UPSTREAM_KINDS",
     "ConfigError", "DataSettings", "DistributedSettings", "Experiment", "MatrixSettings", "MeshSettings",
     "ModelSettings", "PredictSettings", "PretrainSettings", "ReplaySettings", "RuntimeSettings", "TrainLoraSettings",
-    "TrainSettings", "as_experiment", "default_config", "field_kind", "parse", "scan_unroll", "section_config", "split_comma_lists",
+    "TrainSettings", "as_experiment", "default_config", "field_kind", "parse", "section_config", "split_comma_lists",
     "to_config_dict", "train_defaults",
 ]

@@ -8,7 +8,8 @@ from typing import Any
 
 from ml_collections import ConfigDict, FieldReference
 
-from forgetting_jax.experiment.sections import Experiment, TrainSettings, optional_type
+from forgetting_jax.experiment.fields import optional_type
+from forgetting_jax.experiment.sections import Experiment, TrainSettings
 
 def section_config(settings: Any) -> ConfigDict:
     """A section dataclass as a ConfigDict: nested sections as ConfigDicts, Optional fields typed

@@ -7,10 +7,11 @@ import difflib
 import typing
 from typing import Any, Mapping
 
-import jax
 from ml_collections import ConfigDict
 
-from forgetting_jax.experiment.sections import ConfigError, Experiment, optional_type
+from forgetting_jax.experiment.choices import ConfigError
+from forgetting_jax.experiment.fields import optional_type
+from forgetting_jax.experiment.sections import Experiment
 
 _TYPE_NAMES = {int: "an int", float: "a number", bool: "a bool (True or False)", str: "a string",
                dict: "a section of options"}
@@ -142,20 +143,3 @@ def parse(config: Any) -> Experiment:
 def as_experiment(config: Any) -> Experiment:
     """`config` as an Experiment: itself, or a ConfigDict parsed (library entry points take either)."""
     return config if isinstance(config, Experiment) else parse(config)
-
-
-def scan_unroll(model: Any, num_layers: int, backend: str | None = None) -> int:
-    """Layers per iteration of the layer scan: 1 (scanned) or num_layers (unrolled).
-
-    model: ModelSettings or the ConfigDict config.model. scan_layers True / False decides; None
-    (the default) unrolls on GPUs, where the unrolled stack trained 1.38x faster than the scanned
-    one (an H200, BENCHMARKS.md), and scans elsewhere (one compiled layer body: faster compiles on
-    CPUs and TPUs). backend: jax's backend name (None: jax.default_backend()).
-    """
-    if isinstance(model, (ConfigDict, Mapping)):
-        scan = model.get("scan_layers")
-    else:
-        scan = getattr(model, "scan_layers", None)
-    if scan is None:
-        scan = (backend or jax.default_backend()) != "gpu"
-    return 1 if scan else int(num_layers)

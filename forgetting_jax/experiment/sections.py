@@ -2,102 +2,16 @@
 (allowed values, ranges) and the paper's recipe as the defaults. See the package docstring."""
 
 import dataclasses
-import types
-import typing
-from typing import Any, Callable, Optional
+from typing import Optional
 
-from forgetting_jax.models import config as model_config
-from forgetting_jax.models.config import ATTENTION_IMPLS, DTYPES, FAMILIES
-from forgetting_jax.models.decoder import REMAT_POLICIES as _REMAT_POLICIES
+from forgetting_jax.experiment.choices import (ANSWER_KINDS, ATTENTION_IMPLS, BASES, BATCHINGS, CPU_COLLECTIVES,
+                                               DATA_SOURCES, DTYPES, EXPORT_DTYPES, FAMILIES, HF_FINGERPRINTS,
+                                               LORA_TARGETS, METHODS, METRICS, REMAT_POLICIES, TASK_READERS,
+                                               UPSTREAM_KINDS)
+from forgetting_jax.experiment.fields import (demo_tasks_problem, dimension, fill_or_positive, like,
+                                              predict_methods_problem, setting, strategies_problem,
+                                              upstream_kwargs_problem)
 from forgetting_jax.utils.runtime import MODES
-from forgetting_jax.train.inputs import TASK_READERS
-from forgetting_jax.train.lora import TARGETS
-
-# The 24 demo tasks the demo experiment fine-tunes on (of the suite's 33; `data.demo.tasks`).
-DEMO_TASKS = (
-    "add", "subtract", "multiply", "remainder", "parity", "digit_sum", "reverse_word", "uppercase",
-    "sort_letters", "count_letter", "acronym", "remove_vowels", "word_count", "shift_letters", "to_binary",
-    "roman", "number_words", "date_format", "snake_to_camel", "kv_to_json", "sort_numbers", "capital",
-    "antonym", "docstring_function",
-)
-
-# Allowed values of the enumerated fields, besides those imported above from the modules that
-# read them (FAMILIES, DTYPES, ATTENTION_IMPLS, MODES, TASK_READERS, TARGETS).
-BASES = ("hf", "pretrain")  # train/base.py base_model
-HF_FINGERPRINTS = ("auto", "content", "metadata")  # train/base.py _hf_identity
-REMAT_POLICIES = tuple(_REMAT_POLICIES)  # none, full, dots, dots_no_batch
-DATA_SOURCES = ("demo", "files")  # train/inputs.py task_examples
-METHODS = ("full", "lora")  # train/recipe.py step_settings
-BATCHINGS = ("examples", "rows")  # train/batches.py
-EXPORT_DTYPES = ("",) + DTYPES  # "": the run's param_dtype
-# matrix/upstream.py load_upstream: demo, lm, chat or a reader of data.sources.READERS (not
-# imported here: it loads the data readers; tests/test_experiment_config.py checks the list)
-UPSTREAM_KINDS = ("demo", "demo_tasks", "lm", "chat", "upstream", "tulu", "dolly", "flan", "mmlu", "bbh", "truthfulqa")
-CPU_COLLECTIVES = ("", "gloo", "mpi")  # "": jax's default
-METRICS = ("nll", "exact_match")  # matrix/answers.py
-ANSWER_KINDS = ("auto", "mmlu", "bbh", "truthfulqa", "short", "demo")  # score/exact_match.py (auto: by upstream)
-
-
-class ConfigError(model_config.ConfigError):
-    """An experiment config with a field the schema does not allow (the message names the field)."""
-
-
-# Field declarations ----------------------------------------------------------------------------
-
-def _field(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
-           choices: tuple | None = None, at_least: float | None = None, above: float | None = None,
-           at_most: float | None = None, below: float | None = None,
-           check: Callable[[Any], str | None] | None = None, placeholders: dict | None = None) -> Any:
-    """A dataclass field with its validation rules in the metadata (see `_check`).
-
-    choices: the allowed values (of each item, for a tuple field); at_least / at_most: inclusive
-    bounds, above / below: exclusive ones; check: value -> what is wrong with it, or None;
-    placeholders: {key: type} of a dict field's keys that are unset (None) by default.
-    """
-    rules = {k: v for k, v in dict(choices=choices, at_least=at_least, above=above, at_most=at_most,
-                                   below=below, check=check, placeholders=placeholders).items() if v is not None}
-    return dataclasses.field(default=default, default_factory=factory, metadata=rules)
-
-
-def _dimension(default: int) -> Any:
-    """A model dimension: a positive int."""
-    return _field(default, at_least=1)
-
-
-def _like(cls: type, name: str, default: Any) -> Any:
-    """Field `name` of `cls` (its rules) with another default."""
-    return dataclasses.field(default=default, metadata=cls.__dataclass_fields__[name].metadata)
-
-
-def _fill_or_positive(value: int) -> str | None:
-    return None if value == -1 or value >= 1 else "must be -1 or at least 1"
-
-
-def _upstream_kwargs(value: dict) -> str | None:
-    from forgetting_jax.data.sources_text import DUPLICATES
-
-    duplicates = value.get("duplicates")
-    if duplicates is not None and duplicates not in DUPLICATES:
-        return f"has duplicates={duplicates!r}, not one of {', '.join(DUPLICATES)}"
-    return None
-
-
-def _demo_tasks(value: tuple) -> str | None:
-    from forgetting_jax.data.demo.tasks import TASKS
-
-    unknown = [name for name in value if name not in TASKS]
-    return f"has unknown demo task(s) {', '.join(unknown)}; tasks: {', '.join(TASKS)}" if unknown else None
-
-
-def _strategies(value: tuple) -> str | None:
-    from forgetting_jax.replay.strategies import parse_strategy
-
-    for name in value:
-        try:
-            parse_strategy(name)
-        except ValueError as err:
-            return f"has {name!r}: {err}"
-    return None
 
 
 # Sections --------------------------------------------------------------------------------------
@@ -127,27 +41,27 @@ class ModelSettings:
     """
 
     hf_dir: Optional[str] = None
-    base: str = _field("hf", choices=BASES)
+    base: str = setting("hf", choices=BASES)
     tokenizer: Optional[str] = None
-    hf_fingerprint: str = _field("auto", choices=HF_FINGERPRINTS)
-    family: str = _field("llama", choices=FAMILIES)
-    vocab_size: int = _field(0, at_least=0)
-    hidden_size: int = _dimension(128)
-    num_layers: int = _dimension(2)
-    num_heads: int = _dimension(4)
-    num_kv_heads: int = _dimension(4)
-    head_dim: int = _dimension(32)
-    mlp_dim: int = _dimension(512)
-    max_position_embeddings: int = _dimension(4096)
-    rope_theta: float = _field(10000.0, above=0)
+    hf_fingerprint: str = setting("auto", choices=HF_FINGERPRINTS)
+    family: str = setting("llama", choices=FAMILIES)
+    vocab_size: int = setting(0, at_least=0)
+    hidden_size: int = dimension(128)
+    num_layers: int = dimension(2)
+    num_heads: int = dimension(4)
+    num_kv_heads: int = dimension(4)
+    head_dim: int = dimension(32)
+    mlp_dim: int = dimension(512)
+    max_position_embeddings: int = dimension(4096)
+    rope_theta: float = setting(10000.0, above=0)
     tie_embeddings: bool = False
-    norm_eps: float = _field(1e-6, above=0)
-    param_dtype: str = _field("float32", choices=DTYPES)
-    dtype: str = _field("bfloat16", choices=DTYPES)
-    remat_policy: str = _field("none", choices=REMAT_POLICIES)
+    norm_eps: float = setting(1e-6, above=0)
+    param_dtype: str = setting("float32", choices=DTYPES)
+    dtype: str = setting("bfloat16", choices=DTYPES)
+    remat_policy: str = setting("none", choices=REMAT_POLICIES)
     scan_layers: Optional[bool] = None
-    logits_chunks: int = _field(4, at_least=1)
-    attention_impl: str = _field("auto", choices=ATTENTION_IMPLS)
+    logits_chunks: int = setting(4, at_least=1)
+    attention_impl: str = setting("auto", choices=ATTENTION_IMPLS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,10 +72,10 @@ class MeshSettings:
     num_devices         use the first N devices (-1: all)
     """
 
-    data: int = _field(-1, check=_fill_or_positive)
-    fsdp: int = _field(1, check=_fill_or_positive)
-    tensor: int = _field(1, check=_fill_or_positive)
-    num_devices: int = _field(-1, check=_fill_or_positive)
+    data: int = setting(-1, check=fill_or_positive)
+    fsdp: int = setting(1, check=fill_or_positive)
+    tensor: int = setting(1, check=fill_or_positive)
+    num_devices: int = setting(-1, check=fill_or_positive)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,18 +97,18 @@ class DataSettings:
     max_length           tokens kept per example (the last ones)
     """
 
-    source: str = _field("demo", choices=DATA_SOURCES)
+    source: str = setting("demo", choices=DATA_SOURCES)
     tasks: tuple[str, ...] = ()
-    reader: str = _field("flan", choices=TASK_READERS)
+    reader: str = setting("flan", choices=TASK_READERS)
     train_path: str = ""
     validation_path: str = ""
-    validation_fraction: float = _field(0.1, at_least=0, below=1)
-    max_validation: int = _field(200, at_least=0)
-    max_train: int = _field(0, at_least=0)
-    reader_kwargs: dict = _field(factory=dict)
+    validation_fraction: float = setting(0.1, at_least=0, below=1)
+    max_validation: int = setting(200, at_least=0)
+    max_train: int = setting(0, at_least=0)
+    reader_kwargs: dict = setting(factory=dict)
     skip_bad: bool = False
     seed: int = 0
-    max_length: int = _field(1024, at_least=1)
+    max_length: int = setting(1024, at_least=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,11 +121,11 @@ class TrainLoraSettings:
     targets         the projections adapted: q, k, v, o, gate, up, down
     """
 
-    rank: int = _field(64, at_least=1)
-    alpha: float = _field(16.0, above=0)
-    dropout: float = _field(0.1, at_least=0, below=1)
-    lr: float = _field(1e-4, at_least=0)
-    targets: tuple[str, ...] = _field(TARGETS, choices=TARGETS)
+    rank: int = setting(64, at_least=1)
+    alpha: float = setting(16.0, above=0)
+    dropout: float = setting(0.1, at_least=0, below=1)
+    lr: float = setting(1e-4, at_least=0)
+    targets: tuple[str, ...] = setting(LORA_TARGETS, choices=LORA_TARGETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,29 +155,29 @@ class TrainSettings:
     lora            TrainLoraSettings: rank, alpha, dropout, lr, targets
     """
 
-    method: str = _field("full", choices=METHODS)
-    lr: float = _field(2e-6, at_least=0)
-    steps: int = _field(1000, at_least=1)
-    warmup_steps: int = _field(10, at_least=0)
-    batch_size: int = _field(8, at_least=1)
-    batching: str = _field("examples", choices=BATCHINGS)
-    row_length: int = _field(1024, at_least=1)
-    max_segments: int = _field(64, at_least=1)
-    micro_rows: int = _field(1, at_least=1)
-    grad_clip: float = _field(1.0, at_least=0)
-    weight_decay: float = _field(0.0, at_least=0)
-    b1: float = _field(0.9, at_least=0, below=1)
-    b2: float = _field(0.999, at_least=0, below=1)
-    eps: float = _field(1e-8, at_least=0)
+    method: str = setting("full", choices=METHODS)
+    lr: float = setting(2e-6, at_least=0)
+    steps: int = setting(1000, at_least=1)
+    warmup_steps: int = setting(10, at_least=0)
+    batch_size: int = setting(8, at_least=1)
+    batching: str = setting("examples", choices=BATCHINGS)
+    row_length: int = setting(1024, at_least=1)
+    max_segments: int = setting(64, at_least=1)
+    micro_rows: int = setting(1, at_least=1)
+    grad_clip: float = setting(1.0, at_least=0)
+    weight_decay: float = setting(0.0, at_least=0)
+    b1: float = setting(0.9, at_least=0, below=1)
+    b2: float = setting(0.999, at_least=0, below=1)
+    eps: float = setting(1e-8, at_least=0)
     seed: int = 0
-    eval_every: int = _field(100, at_least=0)
-    eval_rows: int = _field(8, at_least=1)
-    save_every: int = _field(0, at_least=0)
+    eval_every: int = setting(100, at_least=0)
+    eval_rows: int = setting(8, at_least=1)
+    save_every: int = setting(0, at_least=0)
     keep_checkpoints: bool = False
-    export_dtype: str = _field("", choices=EXPORT_DTYPES)
-    log_every: int = _field(10, at_least=1)
-    peak_flops: float = _field(0.0, at_least=0)
-    lora: TrainLoraSettings = _field(factory=TrainLoraSettings)
+    export_dtype: str = setting("", choices=EXPORT_DTYPES)
+    log_every: int = setting(10, at_least=1)
+    peak_flops: float = setting(0.0, at_least=0)
+    lora: TrainLoraSettings = setting(factory=TrainLoraSettings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,18 +196,18 @@ class PretrainSettings(TrainSettings):
                          instruction-tuned base of the exact-match demo)
     """
 
-    lr: float = _like(TrainSettings, "lr", 1e-3)
-    warmup_steps: int = _like(TrainSettings, "warmup_steps", 100)
-    batching: str = _like(TrainSettings, "batching", "rows")
-    micro_rows: int = _like(TrainSettings, "micro_rows", 8)
-    weight_decay: float = _like(TrainSettings, "weight_decay", 0.01)
-    eval_every: int = _like(TrainSettings, "eval_every", 0)
-    method: str = _field("full", choices=("full",))
+    lr: float = like(TrainSettings, "lr", 1e-3)
+    warmup_steps: int = like(TrainSettings, "warmup_steps", 100)
+    batching: str = like(TrainSettings, "batching", "rows")
+    micro_rows: int = like(TrainSettings, "micro_rows", 8)
+    weight_decay: float = like(TrainSettings, "weight_decay", 0.01)
+    eval_every: int = like(TrainSettings, "eval_every", 0)
+    method: str = setting("full", choices=("full",))
     corpus: Optional[str] = None
-    max_examples: int = _field(0, at_least=0)
-    validation_fraction: float = _field(0.0, at_least=0, below=1)
-    max_validation: int = _field(200, at_least=0)
-    demo_tasks: tuple[str, ...] = _field((), check=_demo_tasks)
+    max_examples: int = setting(0, at_least=0)
+    validation_fraction: float = setting(0.0, at_least=0, below=1)
+    max_validation: int = setting(200, at_least=0)
+    demo_tasks: tuple[str, ...] = setting((), check=demo_tasks_problem)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,34 +255,27 @@ class MatrixSettings:
     generate_batch_size  prompts decoded at once
     """
 
-    upstream: str = _field("demo", choices=UPSTREAM_KINDS)
+    upstream: str = setting("demo", choices=UPSTREAM_KINDS)
     upstream_path: str = ""
-    upstream_kwargs: dict = _field(
-        factory=lambda: dict(duplicates=None, source_field=None, qualify_ids=None), check=_upstream_kwargs,
+    upstream_kwargs: dict = setting(
+        factory=lambda: dict(duplicates=None, source_field=None, qualify_ids=None), check=upstream_kwargs_problem,
         placeholders=dict(duplicates=str, source_field=str, qualify_ids=bool))
-    num_upstream: int = _field(2000, at_least=0)
+    num_upstream: int = setting(2000, at_least=0)
     seed: int = 0
-    max_length: int = _field(1024, at_least=1)
-    dtype: str = _field("float32", choices=DTYPES)
-    tokens_per_batch: int = _field(16384, at_least=1)
+    max_length: int = setting(1024, at_least=1)
+    dtype: str = setting("float32", choices=DTYPES)
+    tokens_per_batch: int = setting(16384, at_least=1)
     keep_models: bool = False
-    max_rank: int = _field(10, at_least=1)
-    parallel_tasks: int = _field(1, at_least=1)
-    task_submeshes: int = _field(1, at_least=1)
+    max_rank: int = setting(10, at_least=1)
+    parallel_tasks: int = setting(1, at_least=1)
+    task_submeshes: int = setting(1, at_least=1)
     representations: bool = True
-    task_examples: int = _field(64, at_least=1)
-    upstream_tasks: tuple[str, ...] = _field((), check=_demo_tasks)
-    metric: str = _field("nll", choices=METRICS)
-    answer_kind: str = _field("auto", choices=ANSWER_KINDS)
-    max_new_tokens: int = _field(0, at_least=0)
-    generate_batch_size: int = _field(64, at_least=1)
-
-
-def _predict_methods(value: tuple) -> str | None:
-    from forgetting_jax.predict.registry import KNOWN
-
-    unknown = [name for name in value if name not in KNOWN]
-    return f"has unknown method(s) {', '.join(unknown)}; known: {', '.join(KNOWN)}" if unknown else None
+    task_examples: int = setting(64, at_least=1)
+    upstream_tasks: tuple[str, ...] = setting((), check=demo_tasks_problem)
+    metric: str = setting("nll", choices=METRICS)
+    answer_kind: str = setting("auto", choices=ANSWER_KINDS)
+    max_new_tokens: int = setting(0, at_least=0)
+    generate_batch_size: int = setting(64, at_least=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,15 +298,15 @@ class PredictSettings:
     """
 
     report: bool = True
-    methods: tuple[str, ...] = _field(("additive", "multiplicative", "als", "knn", "logistic", "rep_sim", "rep_dot",
-                                       "train_mean", "observed_mean"), check=_predict_methods)
-    test_fraction: float = _field(0.3, above=0, below=1)
-    k: int = _field(30, at_least=1)
-    seeds: int = _field(10, at_least=1)
+    methods: tuple[str, ...] = setting(("additive", "multiplicative", "als", "knn", "logistic", "rep_sim", "rep_dot",
+                                       "train_mean", "observed_mean"), check=predict_methods_problem)
+    test_fraction: float = setting(0.3, above=0, below=1)
+    k: int = setting(30, at_least=1)
+    seeds: int = setting(10, at_least=1)
     split_seed: int = 0
     threshold: Optional[float] = None
-    rep_dot_steps: int = _field(5000, at_least=1)
-    rep_dot_lr: float = _field(1e-3, above=0)
+    rep_dot_steps: int = setting(5000, at_least=1)
+    rep_dot_lr: float = setting(1e-3, above=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,18 +343,18 @@ class ReplaySettings:
     """
 
     test_tasks: tuple[str, ...] = ()
-    strategies: tuple[str, ...] = _field(("none", "random", "predicted:additive", "predicted:knn", "ground_truth"),
-                                         check=_strategies)
-    ratio: float = _field(1 / 32, above=0)
+    strategies: tuple[str, ...] = setting(("none", "random", "predicted:additive", "predicted:knn", "ground_truth"),
+                                         check=strategies_problem)
+    ratio: float = setting(1 / 32, above=0)
     scale_steps: bool = False
-    temperature: float = _field(0.1, above=0)
-    k: int = _field(30, at_least=1)
-    num_heldout: int = _field(1000, at_least=0)
-    online_fraction: float = _field(0.1, at_least=0, at_most=1)
+    temperature: float = setting(0.1, above=0)
+    k: int = setting(30, at_least=1)
+    num_heldout: int = setting(1000, at_least=0)
+    online_fraction: float = setting(0.1, at_least=0, at_most=1)
     seed: int = 0
-    rank: int = _field(5, at_least=1)
-    reg: float = _field(1.0, at_least=0)
-    confidence: float = _field(0.95, above=0, below=1)
+    rank: int = setting(5, at_least=1)
+    reg: float = setting(1.0, at_least=0)
+    confidence: float = setting(0.95, above=0, below=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -467,13 +374,13 @@ class DistributedSettings:
     cpu_collectives      gloo | mpi: collectives between processes on the CPU backend
     """
 
-    mode: str = _field("auto", choices=MODES)
+    mode: str = setting("auto", choices=MODES)
     coordinator_address: str = ""
-    num_processes: int = _field(0, at_least=0)
-    process_id: int = _field(-1, at_least=-1)
+    num_processes: int = setting(0, at_least=0)
+    process_id: int = setting(-1, at_least=-1)
     local_device_ids: str = ""
-    initialization_timeout: int = _field(300, at_least=1)
-    cpu_collectives: str = _field("gloo", choices=CPU_COLLECTIVES)
+    initialization_timeout: int = setting(300, at_least=1)
+    cpu_collectives: str = setting("gloo", choices=CPU_COLLECTIVES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -486,8 +393,9 @@ class RuntimeSettings:
     xla_flags            extra XLA flags, e.g. GPU scheduling flags (see launch/)
     """
 
-    compilation_cache: str = _field("auto", check=lambda v: None if v.strip() else "must be auto, on, off or a directory")
-    cache_min_compile_seconds: float = _field(1.0, at_least=0)
+    compilation_cache: str = setting(
+        "auto", check=lambda v: None if v.strip() else "must be auto, on, off or a directory")
+    cache_min_compile_seconds: float = setting(1.0, at_least=0)
     xla_flags: str = ""
 
 
@@ -496,22 +404,13 @@ class Experiment:
     """A whole experiment: its name and every section (see the module docstring)."""
 
     name: str = "default"
-    model: ModelSettings = _field(factory=ModelSettings)
-    mesh: MeshSettings = _field(factory=MeshSettings)
-    data: DataSettings = _field(factory=DataSettings)
-    matrix: MatrixSettings = _field(factory=MatrixSettings)
-    train: TrainSettings = _field(factory=TrainSettings)
-    pretrain: PretrainSettings = _field(factory=PretrainSettings)
-    predict: PredictSettings = _field(factory=PredictSettings)
-    replay: ReplaySettings = _field(factory=ReplaySettings)
-    distributed: DistributedSettings = _field(factory=DistributedSettings)
-    runtime: RuntimeSettings = _field(factory=RuntimeSettings)
-
-
-def optional_type(tp: Any) -> tuple[Any, bool]:
-    """(T, True) for Optional[T] / T | None, else (tp, False)."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
+    model: ModelSettings = setting(factory=ModelSettings)
+    mesh: MeshSettings = setting(factory=MeshSettings)
+    data: DataSettings = setting(factory=DataSettings)
+    matrix: MatrixSettings = setting(factory=MatrixSettings)
+    train: TrainSettings = setting(factory=TrainSettings)
+    pretrain: PretrainSettings = setting(factory=PretrainSettings)
+    predict: PredictSettings = setting(factory=PredictSettings)
+    replay: ReplaySettings = setting(factory=ReplaySettings)
+    distributed: DistributedSettings = setting(factory=DistributedSettings)
+    runtime: RuntimeSettings = setting(factory=RuntimeSettings)

@@ -10,18 +10,24 @@ from typing import Any
 
 import numpy as np
 
-from forgetting_jax.matrix.report import markdown_table
 from forgetting_jax.utils.io import atomic_path, write_json
+from forgetting_jax.utils.markdown import markdown_table
 
 RANKS = (1, 2, 3, 5)
 NULL_DRAWS = 5
 
 
 def svd_r2(x_MxN: np.ndarray, ranks=RANKS) -> dict[int, float]:
-    """R^2 of the rank-k truncated SVD of x (uncentred: the share of its squared norm), per k."""
-    s = np.linalg.svd(np.asarray(x_MxN, np.float64), compute_uv=False)
-    total = float(np.sum(s ** 2))
-    return {k: (float(np.sum(s[:k] ** 2)) / total if total else float("nan")) for k in ranks}
+    """R^2 of the rank-k truncated SVD of x per k, as the report's low-rank table computes it
+    (analysis/fits.py truncated_svd: about the mean; NaN beyond min(M, N) or for a constant x)."""
+    from forgetting_jax.analysis.chunks import ColumnChunks
+    from forgetting_jax.analysis.fits import truncated_svd
+
+    x = np.asarray(x_MxN, np.float32)
+    if x.size == 0 or not np.ptp(x) > 0:
+        return {k: float("nan") for k in ranks}
+    r2_K = truncated_svd(ColumnChunks(x), max(ranks)).r2_K
+    return {k: float(r2_K[k - 1]) if k <= len(r2_K) else float("nan") for k in ranks}
 
 
 def row_shuffled(x_MxN: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -97,8 +103,8 @@ def answers_section(data: dict[str, Any], analysis_dir: str, figures_dir: str) -
         markdown_table(["example", "share of tasks that lose it"],
                        [[r["example"], f"{r['drop_rate']:.2f}"] for r in stats["most_dropped"]]),
         "",
-        "Low-rank structure of the binary matrix (the columns answered right before): the share of its squared "
-        "norm that a rank-k SVD explains, against the same matrix with each task's entries shuffled among "
+        "Low-rank structure of the binary matrix (the columns answered right before): the R^2 of a rank-k "
+        "SVD (the R^2 of the low-rank table), against the same matrix with each task's entries shuffled among "
         "the examples (each task keeps its number of lost answers; which examples are lost together becomes "
         f"chance; mean of {NULL_DRAWS} draws).",
         "",

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from forgetting_jax.utils.io import atomic_path, write_json
+from forgetting_jax.utils.markdown import markdown_table
 
 log = logging.getLogger("forgetting_jax.run")
 
@@ -42,7 +43,6 @@ def prediction_section(data: dict, predict: Any, analysis_dir: str, figures_dir:
     """(markdown of the section, the results JSON or None when the protocol cannot run)."""
     from forgetting_jax.analysis.nonfinite import NonFinite
     from forgetting_jax.analysis.stats import json_safe
-    from forgetting_jax.matrix.report import markdown_table  # report.py imports this module lazily
     from forgetting_jax.predict import comparison, protocol
 
     header = ["## Predicting forgetting", ""]

@@ -11,17 +11,7 @@ import numpy as np
 from forgetting_jax.analysis.stats import finite_means, json_safe
 from forgetting_jax.utils.fingerprint import file_fingerprint
 from forgetting_jax.utils.io import write_json, write_text
-
-
-def r2_text(value) -> str:
-    """An R^2 for a table: n/a when undefined (a constant matrix, e.g. no answer lost at all)."""
-    return "n/a" if value is None or not np.isfinite(float(value)) else f"{float(value):.3f}"
-
-
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+from forgetting_jax.utils.markdown import markdown_table, r2_text
 
 
 def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray, tasks: list[str],
@@ -62,8 +52,9 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
                    f"are positive (forgotten)",
                    f"- the most forgetting-inducing task raises NLL by {np.nanmax(row_mean):+.4f} on average, "
                    f"the least by {np.nanmin(row_mean):+.4f}"]
-    parts = [f"# Forgetting report: {name}", ""] + meaning + ([f"- {nonfinite.describe('the matrix')}; the means and percentages in this report are over "
-          f"the {int(finite_count):,} finite entries"] if nonfinite.any else []) + [
+    over_finite = [f"- {nonfinite.describe('the matrix')}; the means and percentages in this report are over "
+                   f"the {int(finite_count):,} finite entries"] if nonfinite.any else []
+    parts = [f"# Forgetting report: {name}", ""] + meaning + over_finite + [
         "",
         "## Low-rank structure",
         "",
@@ -168,7 +159,8 @@ def print_summary(summary) -> None:
     if summary.analysis:
         r2 = summary.analysis["r2"]
         svd = list(r2["svd"].values())
-        lines.append(f"  low rank R^2: additive {r2_text(r2['additive'])}, multiplicative {r2_text(r2['multiplicative'])}, "
+        lines.append(f"  low rank R^2: additive {r2_text(r2['additive'])}, "
+                     f"multiplicative {r2_text(r2['multiplicative'])}, "
                      f"rank 1-3 SVD {', '.join(r2_text(v) for v in svd[:3])}")
     prediction = (summary.analysis or {}).get("prediction")
     if prediction and prediction["best"]["rmse"]:

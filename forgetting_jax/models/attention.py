@@ -75,7 +75,8 @@ def runs_mask(lengths_BxM: Array, starts_BxM1: Array, length: int) -> Array:
     """The boolean mask [B, 1, L, L] that cuDNN's packed causal layout stands for (for tests)."""
     idx = jnp.arange(length)
     starts_BxM = starts_BxM1[:, :-1]
-    inside_BxMxL = (idx[None, None] >= starts_BxM[..., None]) & (idx[None, None] < (starts_BxM + lengths_BxM)[..., None])
+    ends_BxM = starts_BxM + lengths_BxM
+    inside_BxMxL = (idx[None, None] >= starts_BxM[..., None]) & (idx[None, None] < ends_BxM[..., None])
     inside_BxMxL = inside_BxMxL & (starts_BxM[..., None] >= 0)
     same_BxLxL = jnp.einsum("bmq,bmk->bqk", inside_BxMxL.astype(jnp.int32), inside_BxMxL.astype(jnp.int32)) > 0
     causal = idx[:, None] >= idx[None, :]

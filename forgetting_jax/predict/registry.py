@@ -4,14 +4,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from forgetting_jax.experiment.choices import (BASELINES, BINARY, COMPLETION,  # noqa: F401 (exported)
+                                               PREDICT_METHODS as KNOWN, REPRESENTATION)
 from forgetting_jax.predict import baselines
 from forgetting_jax.predict.methods import CompletionConfig, FactorMethod, KnnMethod
-
-COMPLETION = ("additive", "multiplicative", "als", "knn")
-REPRESENTATION = ("rep_sim", "rep_dot")  # the forecasters of prior work, from representations
-BASELINES = ("train_mean", "observed_mean", "random")
-BINARY = ("logistic",)  # completion of binary matrices only (lost answers: matrix.metric=exact_match)
-KNOWN = COMPLETION + BINARY + REPRESENTATION + BASELINES
 DEFAULT_METHODS = COMPLETION + BASELINES
 
 # What each representation method reads from the matrix file.

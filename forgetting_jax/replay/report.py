@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from forgetting_jax.analysis.stats import json_safe
-from forgetting_jax.matrix.report import markdown_table
+from forgetting_jax.utils.markdown import markdown_table
 from forgetting_jax.utils.io import atomic_path, write_json, write_text
 
 MARKER = "<!-- forgetting-jax replay -->"
@@ -65,7 +65,8 @@ def render_section(results: dict, figure: str) -> str:
         f"examples replayed: one per {float(1 / Fraction(s['ratio'])):g} task examples (r = {s['ratio']}, "
         f"{s['replayed_per_run']} replayed examples per run), drawn without replacement with probability "
         f"softmax(score / T), T = {s['temperature']:g}, from a pool of {s['pool']} upstream examples. Forgetting is "
-        f"the mean NLL increase over the base model on {s['num_heldout']} held-out upstream examples that are never replayed. Predicted scores complete each "
+        f"the mean NLL increase over the base model on {s['num_heldout']} held-out upstream examples that are "
+        "never replayed. Predicted scores complete each "
         f"task's row from k = {s['k']} observed entries with the matrix's rows (predicted:rep_sim and "
         "predicted:rep_dot forecast it from the task's representation alone); ground_truth uses the true row. "
         + _steps_sentence(s),

@@ -17,7 +17,6 @@ The pool is every upstream example with a base score, minus the held-out set: he
 have logit -inf in every strategy, so they are never replayed.
 """
 
-import dataclasses
 import logging
 import os
 import threading
@@ -27,9 +26,10 @@ import jax
 import numpy as np
 
 from forgetting_jax.analysis.chunks import ColumnChunks
+from forgetting_jax.experiment.choices import STRATEGY_KINDS as KINDS, Strategy, parse_strategy  # noqa: F401
 from forgetting_jax.predict.methods import Batch, CompletionConfig
 from forgetting_jax.predict.protocol import draw_columns, pair_keys
-from forgetting_jax.predict.registry import BASELINES, COMPLETION, REPRESENTATION, build_methods
+from forgetting_jax.predict.registry import REPRESENTATION, build_methods
 from forgetting_jax.replay.mixture import replay_positions
 from forgetting_jax.replay.sampler import ReplaySchedule, replay_logits
 from forgetting_jax.utils.fingerprint import fingerprint
@@ -38,40 +38,7 @@ from forgetting_jax.utils.runtime import is_main
 
 log = logging.getLogger("forgetting_jax.replay")
 
-KINDS = ("none", "random", "predicted", "ground_truth", "online")
 PROBE_FILE = "replay_probe.npz"
-
-
-@dataclasses.dataclass(frozen=True)
-class Strategy:
-    name: str  # as configured, e.g. "top:predicted:als"
-    kind: str  # one of KINDS
-    method: str | None = None  # completion method of predicted and online
-    top: bool = False
-
-    @property
-    def weighted(self) -> bool:
-        return self.kind in ("predicted", "ground_truth", "online")
-
-
-def parse_strategy(name: str) -> Strategy:
-    """A strategy from its name (see the module docstring); ValueError names what is wrong."""
-    top = name.startswith("top:")
-    parts = (name[4:] if top else name).split(":")
-    kind, method = parts[0], (parts[1] if len(parts) > 1 else None)
-    # predicted: any method; online: the methods that use the k entries scored mid-run
-    methods = list(COMPLETION + BASELINES + (REPRESENTATION if kind == "predicted" else ()))
-    if kind not in KINDS or len(parts) > 2:
-        raise ValueError(f"replay strategy {name!r}: not one of none, random, predicted:METHOD, ground_truth, "
-                         "online:METHOD (optionally prefixed with top:)")
-    if kind in ("predicted", "online"):
-        if method not in methods:
-            raise ValueError(f"replay strategy {name!r}: {kind} needs a method, one of {', '.join(methods)}")
-    elif method is not None:
-        raise ValueError(f"replay strategy {name!r}: {kind} takes no method")
-    if top and kind in ("none", "random"):
-        raise ValueError(f"replay strategy {name!r}: top: needs scores (predicted, ground_truth or online)")
-    return Strategy(name, kind, method, top)
 
 
 def task_code(task: str) -> int:

@@ -7,8 +7,8 @@ matches. Per kind:
 
   mmlu        the reference is a choice letter (A-J). The answer is the standalone letter that
               starts the completion, or what follows its last "answer is" / "Answer:" ("B",
-              "B. Paris", "(B)", "The answer is B" are all B; "Because of B" is no answer). A reference that is not a letter
-              (the choice text) is compared by normalised exact match.
+              "B. Paris", "(B)", "The answer is B" are all B; "Because of B" is no answer). A
+              reference that is not a letter (the choice text) is compared by normalised exact match.
   bbh         the text after "the answer is" when present (BBH's chain-of-thought convention),
               else the first line. Multiple-choice targets "(A)" are compared by letter ("A", "(A)",
               "(A) Yes" all match "(A)"; SQuAD normalisation alone would erase the letter "a");

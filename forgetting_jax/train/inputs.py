@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from forgetting_jax.data.records import Example
+from forgetting_jax.experiment.choices import TASK_READERS
 from forgetting_jax.utils.fingerprint import fingerprint
 
-TASK_READERS = ("flan", "tulu", "dolly", "mmlu", "bbh", "truthfulqa", "chat")
 
 
 def examples_fingerprint(examples: list[Example]) -> str:

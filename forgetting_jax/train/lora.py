@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from forgetting_jax.experiment.choices import LORA_TARGETS as TARGETS
 from forgetting_jax.models.config import ModelConfig
 from forgetting_jax.models.decoder import logical_axes, param_shapes
 from forgetting_jax.models.layers import Dense
 
-TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 _GROUP = {"q": "attn", "k": "attn", "v": "attn", "o": "attn", "gate": "mlp", "up": "mlp", "down": "mlp"}
 
 

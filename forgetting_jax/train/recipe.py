@@ -7,7 +7,7 @@ from typing import Any
 
 from jax.sharding import Mesh
 
-from forgetting_jax.experiment import scan_unroll
+from forgetting_jax.models.config import scan_unroll
 from forgetting_jax.models.config import ModelConfig
 from forgetting_jax.train import lora as lora_lib
 from forgetting_jax.train.batches import BatchSettings
@@ -34,7 +34,8 @@ def result_settings(tc: Any) -> dict:
     lora = tc.method == "lora"
     out["lr"] = tc.lora.lr if lora else tc.lr
     if lora:
-        out["lora"] = {k: getattr(tc.lora, k) for k in ("rank", "alpha", "dropout")} | {"targets": list(tc.lora.targets)}
+        out["lora"] = ({k: getattr(tc.lora, k) for k in ("rank", "alpha", "dropout")}
+                       | {"targets": list(tc.lora.targets)})
     return out
 
 

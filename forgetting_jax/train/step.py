@@ -45,7 +45,8 @@ class StepSettings:
     eval_rows: int = 8  # rows per eval batch
 
 
-def loss_sums(config: ModelConfig, params: dict, batch: dict, num_chunks: int | None = None) -> tuple[jax.Array, jax.Array]:
+def loss_sums(config: ModelConfig, params: dict, batch: dict,
+              num_chunks: int | None = None) -> tuple[jax.Array, jax.Array]:
     """(sum of fp32 NLL over trained tokens, number of trained tokens) of one batch of rows [R, L]."""
     with nn.logical_axis_rules(LOGICAL_RULES):
         hidden_RxLxD = Decoder(config).apply({"params": params}, batch["tokens"], batch["positions"],

@@ -78,5 +78,5 @@ def test_low_rank_null_keeps_row_counts_and_loses_structure():
     d = (u[:, None] & v[None, :]).astype(float)  # rank one: the same examples lost by every losing task
     shuffled = row_shuffled(d, rng)
     np.testing.assert_array_equal(shuffled.sum(axis=1), d.sum(axis=1))
-    assert svd_r2(d)[1] == pytest.approx(1.0)
+    assert svd_r2(d)[1] == pytest.approx(1.0, abs=1e-4)
     assert svd_r2(shuffled)[1] < 0.7

@@ -1,0 +1,99 @@
+"""The allowed values of the config's enumerated fields, defined here once and imported by the
+stages that read them (the models, the data readers, LoRA, the predictors, replay): the config is
+checked without loading any of them. tests/test_experiment_config.py checks that each stage's own
+table (the decoder's remat policies, the readers, the demo suite) has exactly these names.
+"""
+
+import dataclasses
+
+
+class ConfigError(ValueError):
+    """A config (an experiment's, or a model's config.json) with a value that is not allowed; the
+    message names the field."""
+
+
+# models (models/config.py, models/decoder.py, models/attention.py)
+FAMILIES = ("llama", "mistral", "qwen2", "olmo", "olmo2", "gpt_neox")
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")  # activation checkpointing per layer
+BASES = ("hf", "pretrain")  # train/base.py base_model
+HF_FINGERPRINTS = ("auto", "content", "metadata")  # train/base.py
+
+# training (train/)
+METHODS = ("full", "lora")
+BATCHINGS = ("examples", "rows")  # train/batches.py
+EXPORT_DTYPES = ("",) + DTYPES  # "": the run's param_dtype
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # train/lora.py
+
+# data (data/, train/inputs.py)
+DATA_SOURCES = ("demo", "files")
+SOURCE_READERS = ("upstream", "tulu", "dolly", "flan", "mmlu", "bbh", "truthfulqa")  # data/sources.py READERS
+TASK_READERS = ("flan", "tulu", "dolly", "mmlu", "bbh", "truthfulqa", "chat")  # data.reader
+UPSTREAM_KINDS = ("demo", "demo_tasks", "lm", "chat") + SOURCE_READERS  # matrix.upstream
+DUPLICATES = ("error", "skip")  # data/sources_text.py: repeated document ids
+# The bundled demo task suite (data/demo/tasks.py), and the 24 tasks the demo experiment fine-tunes on.
+SUITE_TASKS = (
+    "add", "subtract", "multiply", "divide", "remainder", "larger", "parity", "digit_sum", "reverse_word",
+    "uppercase", "sort_letters", "count_letter", "acronym", "remove_vowels", "word_count", "palindrome",
+    "shift_letters", "to_binary", "to_hex", "roman", "number_words", "date_format", "time_24h", "snake_to_camel",
+    "kv_to_json", "sort_numbers", "max_number", "capital", "element_symbol", "antonym", "code_lookup",
+    "docstring_function", "definition_family",
+)
+DEMO_TASKS = (
+    "add", "subtract", "multiply", "remainder", "parity", "digit_sum", "reverse_word", "uppercase",
+    "sort_letters", "count_letter", "acronym", "remove_vowels", "word_count", "shift_letters", "to_binary",
+    "roman", "number_words", "date_format", "snake_to_camel", "kv_to_json", "sort_numbers", "capital",
+    "antonym", "docstring_function",
+)
+
+# the matrix (matrix/, score/exact_match.py)
+METRICS = ("nll", "exact_match")
+ANSWER_KINDS = ("auto", "mmlu", "bbh", "truthfulqa", "short", "demo")  # auto: by upstream
+
+# processes (utils/runtime.py, which defines distributed.mode's MODES)
+CPU_COLLECTIVES = ("", "gloo", "mpi")  # "": jax's default
+
+# prediction (predict/registry.py)
+COMPLETION = ("additive", "multiplicative", "als", "knn")
+REPRESENTATION = ("rep_sim", "rep_dot")  # the forecasters of prior work, from representations
+BASELINES = ("train_mean", "observed_mean", "random")
+BINARY = ("logistic",)  # completion of binary matrices only (lost answers: matrix.metric=exact_match)
+PREDICT_METHODS = COMPLETION + BINARY + REPRESENTATION + BASELINES
+
+# replay (replay/strategies.py)
+STRATEGY_KINDS = ("none", "random", "predicted", "ground_truth", "online")
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """A replay strategy as configured (the grammar in replay/strategies.py)."""
+
+    name: str  # as configured, e.g. "top:predicted:als"
+    kind: str  # one of STRATEGY_KINDS
+    method: str | None = None  # completion method of predicted and online
+    top: bool = False
+
+    @property
+    def weighted(self) -> bool:
+        return self.kind in ("predicted", "ground_truth", "online")
+
+
+def parse_strategy(name: str) -> Strategy:
+    """A strategy from its name; ValueError names what is wrong."""
+    top = name.startswith("top:")
+    parts = (name[4:] if top else name).split(":")
+    kind, method = parts[0], (parts[1] if len(parts) > 1 else None)
+    # predicted: any method; online: the methods that use the k entries scored mid-run
+    methods = list(COMPLETION + BASELINES + (REPRESENTATION if kind == "predicted" else ()))
+    if kind not in STRATEGY_KINDS or len(parts) > 2:
+        raise ValueError(f"replay strategy {name!r}: not one of none, random, predicted:METHOD, ground_truth, "
+                         "online:METHOD (optionally prefixed with top:)")
+    if kind in ("predicted", "online"):
+        if method not in methods:
+            raise ValueError(f"replay strategy {name!r}: {kind} needs a method, one of {', '.join(methods)}")
+    elif method is not None:
+        raise ValueError(f"replay strategy {name!r}: {kind} takes no method")
+    if top and kind in ("none", "random"):
+        raise ValueError(f"replay strategy {name!r}: top: needs scores (predicted, ground_truth or online)")
+    return Strategy(name, kind, method, top)
