@@ -15,7 +15,6 @@ may differ after a near tie).
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.score_throughput import PRESETS, build_model  # noqa: E402
+from benchmarks.score_throughput import PRESETS, build_model, report, start_frameworks  # noqa: E402
 
 
 def make_prompts(preset: str, n: int, lo: int, hi: int, seed: int = 0) -> list[np.ndarray]:
@@ -64,29 +63,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu_small", choices=sorted(PRESETS))
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--num_prompts", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--min_prompt", type=int, default=16)
-    parser.add_argument("--max_prompt", type=int, default=128)
-    parser.add_argument("--max_new_tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2)
+    for name, default in dict(num_prompts=64, batch_size=32, min_prompt=16, max_prompt=128, max_new_tokens=32,
+                              repeats=2).items():
+        parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for each framework (0: all cores)")
     parser.add_argument("--json", default=None, help="Also write the results here.")
     args = parser.parse_args(argv)
-    if args.threads:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                                   f" intra_op_parallelism_threads={args.threads}")
-
+    device = start_frameworks(args.threads)
     import jax
     import torch
 
     from forgetting_jax.models.generate import Generator
     from forgetting_jax.models.loading import load_model
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    jax.block_until_ready(jax.device_put(np.zeros(1, np.float32)))
     prompts = make_prompts(args.preset, args.num_prompts, args.min_prompt, args.max_prompt)
     new_tokens = args.num_prompts * args.max_new_tokens
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,12 +112,7 @@ def main(argv=None):
         "fj_steady_new_tokens_per_s": round(steady_rate), "ratio_whole": round(whole_rate / hf_rate, 2),
         "ratio_steady": round(steady_rate / hf_rate, 2), "completions_identical": f"{same}/{len(prompts)}",
     }
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    report(results, args.json)
     return 0
 
 

@@ -84,6 +84,33 @@ def transformers_loop(model, examples, batch_size: int, device: str):
     return nll, real, slots
 
 
+def report(results: dict, json_path: str | None) -> None:
+    """The results as aligned lines on stdout, and as JSON at `json_path` when given."""
+    width = max(len(k) for k in results)
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def start_frameworks(threads: int) -> str:
+    """JAX and torch started side by side on `threads` CPU threads each (0: all cores); returns
+    torch's device ("cuda" or "cpu"). On one GPU, JAX takes its memory fraction first (its client
+    preallocates at start-up), and torch hands its cached blocks back after each of its loops."""
+    if threads:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                                   f" intra_op_parallelism_threads={threads}")
+    import jax
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+    jax.block_until_ready(jax.device_put(np.zeros(1, np.float32)))
+    return device
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu_small", choices=sorted(PRESETS))
@@ -96,22 +123,13 @@ def main():
                         help="CPU threads for each framework (0: all cores). 1 is steadier on a shared machine.")
     parser.add_argument("--json", default=None, help="Also write the results here.")
     args = parser.parse_args()
-    if args.threads:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                                   f" intra_op_parallelism_threads={args.threads}")
-
+    device = start_frameworks(args.threads)
     import jax
     import torch
 
     from forgetting_jax.models.loading import load_model
     from forgetting_jax.score.scorer import Scorer, plan_batches
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    # Both frameworks share one GPU: JAX takes its memory fraction first (its client preallocates
-    # at start-up), and torch hands its cached blocks back after each of its loops.
-    jax.block_until_ready(jax.device_put(np.zeros(1, np.float32)))
     examples = make_examples(args.preset, args.num_examples)
     real_tokens = sum(len(ids) for ids, _ in examples)
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,12 +169,7 @@ def main():
         "ratio_whole": round(whole_rate / hf_rate, 2), "ratio_steady": round(steady_rate / hf_rate, 2),
         "max_abs_nll_difference": float(np.nanmax(np.abs(nll - hf_nll))),
     }
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    report(results, args.json)
     return 0
 
 

@@ -11,24 +11,14 @@ answer was right and the fine-tuned model's is wrong. The answers are the suite'
 "Answers lost" section; `predict` gets the `logistic` method (logistic matrix factorization).
 """
 
-import importlib.util
-import os
-
-
-def demo_config():
-    """configs/demo.py's config (this file's neighbour, whatever the working directory)."""
-    spec = importlib.util.spec_from_file_location("demo_config", os.path.join(os.path.dirname(__file__), "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
+from forgetting_jax.experiment import config_beside
 
 UPSTREAM_TASKS = ("divide", "larger", "palindrome", "to_hex", "time_24h", "max_number", "element_symbol",
                   "code_lookup", "definition_family")
 
 
 def get_config():
-    config = demo_config()
+    config = config_beside(__file__, "demo.py")
     config.name = "demo_exact_match"
     config.pretrain.update(dict(steps=800, demo_tasks=UPSTREAM_TASKS))
     config.matrix.update(dict(upstream="demo_tasks", upstream_tasks=UPSTREAM_TASKS, metric="exact_match",

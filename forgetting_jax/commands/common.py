@@ -53,6 +53,29 @@ def check_args(command: str, argv: Sequence[str], required: Sequence[str] = ()) 
             fail(command, f"--{name} is required", 2)
 
 
+def start_file_command(command: str, argv: Sequence[str], required: Sequence[str], output: str,
+                       suffix: str) -> None:
+    """The start of a command that reads a model and a data file and writes one `suffix` file
+    (score, generate): its flags checked, logging set up, the processes joined (a multi-process
+    run configured by the environment: JAX_COORDINATOR_ADDRESS, ...)."""
+    check_args(command, argv, required)
+    if not output.endswith(suffix):
+        fail(command, f"--output={output}: the output must be a {suffix} file", 2)
+    setup_logging()
+    from forgetting_jax.utils.runtime import setup_process
+
+    setup_process()
+
+
+def model_and_data_errors() -> tuple[type, ...]:
+    """The errors of reading a model directory and a data file, reported in one line."""
+    from forgetting_jax.data.errors import DataError
+    from forgetting_jax.models.config import ConfigError
+    from forgetting_jax.models.hf_checkpoint import CheckpointError
+
+    return (DataError, ConfigError, CheckpointError, FileNotFoundError)
+
+
 def _expected_errors() -> tuple[type, ...]:
     from forgetting_jax.analysis.matrix_file import MatrixFileError
     from forgetting_jax.data.errors import DataError

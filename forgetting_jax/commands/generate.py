@@ -20,7 +20,7 @@ import logging
 import jax
 from absl import flags
 
-from forgetting_jax.commands.common import check_args, fail, setup_logging
+from forgetting_jax.commands.common import fail, model_and_data_errors, start_file_command
 from forgetting_jax.utils.progress import progress_bar
 
 _MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory (config.json, safetensors, tokenizer).")
@@ -42,23 +42,16 @@ log = logging.getLogger("forgetting_jax.generate")
 
 
 def main(argv):
-    check_args("generate", argv, REQUIRED)
-    if not _OUTPUT.value.endswith(".jsonl"):
-        fail("generate", f"--output={_OUTPUT.value}: the output must be a .jsonl file", 2)
-    setup_logging()
-    from forgetting_jax.utils.runtime import is_main, setup_process
-
-    setup_process()  # joins a multi-process run configured by the environment (JAX_COORDINATOR_ADDRESS, ...)
+    start_file_command("generate", argv, REQUIRED, _OUTPUT.value, ".jsonl")
     from forgetting_jax.data.errors import DataError
     from forgetting_jax.data.prompts import prompt_text
     from forgetting_jax.data.readers import read_records
-    from forgetting_jax.models.config import ConfigError
     from forgetting_jax.models.generate import (Generator, decode_completions, encode_prompts, eos_token_ids,
                                                 stop_token_sequences)
-    from forgetting_jax.models.hf_checkpoint import CheckpointError
     from forgetting_jax.models.loading import load_model, load_tokenizer
     from forgetting_jax.score.scorer import data_mesh
     from forgetting_jax.utils.io import write_text
+    from forgetting_jax.utils.runtime import is_main
 
     try:
         records = read_records(_DATA.value, _FORMAT.value, skip_bad=_SKIP_BAD.value)
@@ -74,7 +67,7 @@ def main(argv):
         prompts = encode_prompts(tokenizer, texts, add_special_tokens=_FORMAT.value == "lm",
                                  max_prompt_tokens=_MAX_LENGTH.value)
         config, params = load_model(_MODEL.value, param_dtype=_DTYPE.value, dtype=_DTYPE.value)
-    except (DataError, ConfigError, CheckpointError, FileNotFoundError) as err:
+    except model_and_data_errors() as err:
         fail("generate", str(err))
     ids = [r["id"] for r in records]
     empty = [i for i, p in zip(ids, prompts) if len(p) == 0]

@@ -15,15 +15,20 @@ import logging
 import numpy as np
 from absl import flags
 
+from forgetting_jax.experiment import PredictSettings as _PREDICT
+from forgetting_jax.predict.comparison import ComparisonSettings
+from forgetting_jax.predict.methods import CompletionConfig
+from forgetting_jax.predict.rep_dot import RepDotConfig
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("matrix", None, "Forgetting matrix .npz with Z [M, N] and tasks [M].")
 flags.DEFINE_string("output", None, "Where to write the results JSON.")
 flags.DEFINE_list("test_tasks", None, "Comma-separated test task names.")
 flags.DEFINE_float("test_fraction", None, "Fraction of tasks drawn as test tasks (seeded).")
-flags.DEFINE_integer("split_seed", 0, "Seed of the --test_fraction draw.")
-flags.DEFINE_integer("k", 30, "Observed entries per test task and seed.")
-flags.DEFINE_integer("seeds", 10, "Seeds (draws of the k observed columns) per test task.")
+flags.DEFINE_integer("split_seed", _PREDICT.split_seed, "Seed of the --test_fraction draw.")
+flags.DEFINE_integer("k", _PREDICT.k, "Observed entries per test task and seed.")
+flags.DEFINE_integer("seeds", _PREDICT.seeds, "Seeds (draws of the k observed columns) per test task.")
 flags.DEFINE_list("methods", "auto",
                   "Methods: additive, multiplicative, als, knn (completion); rep_sim, rep_dot (the "
                   "representation forecasters of prior work: they need the representations that "
@@ -36,18 +41,19 @@ flags.DEFINE_enum("sampling", "uniform", ["uniform", "reference"],
                   "numbers, with --score_observed).")
 flags.DEFINE_bool("score_observed", False,
                   "Also score the k observed entries, as the reference code's metrics do.")
-flags.DEFINE_integer("rep_dot_steps", 5000, "Optimizer steps of the rep_dot head.")
-flags.DEFINE_float("rep_dot_lr", 1e-3, "Learning rate of the rep_dot head.")
-flags.DEFINE_integer("rep_dot_seeds", 1, "Heads of rep_dot trained at once (vmapped); predictions average them.")
+flags.DEFINE_integer("rep_dot_steps", _PREDICT.rep_dot_steps, "Optimizer steps of the rep_dot head.")
+flags.DEFINE_float("rep_dot_lr", _PREDICT.rep_dot_lr, "Learning rate of the rep_dot head.")
+flags.DEFINE_integer("rep_dot_seeds", RepDotConfig.seeds,
+                     "Heads of rep_dot trained at once (vmapped); predictions average them.")
 flags.DEFINE_float("threshold", None, "Forgetting above this counts as forgotten (F1, AUC); default 0.5 on a "
                    "binary matrix (lost answers), else 0.")
-flags.DEFINE_integer("top_k", 100, "K of precision@K of the most forgotten examples.")
-flags.DEFINE_integer("rank", 5, "Rank of the als method.")
-flags.DEFINE_float("reg", 1.0, "Ridge of the training fits.")
-flags.DEFINE_integer("max_iters", 30, "Most ALS sweeps of a training fit.")
-flags.DEFINE_integer("knn_k", 40, "Neighbours of the knn method.")
-flags.DEFINE_float("shrinkage", 100.0, "Shrinkage of the knn similarity.")
-flags.DEFINE_integer("max_rank_columns", 50_000,
+flags.DEFINE_integer("top_k", ComparisonSettings.top_k, "K of precision@K of the most forgotten examples.")
+flags.DEFINE_integer("rank", _PREDICT.rank, "Rank of the als method.")
+flags.DEFINE_float("reg", _PREDICT.reg, "Ridge of the training fits.")
+flags.DEFINE_integer("max_iters", CompletionConfig.max_iters, "Most ALS sweeps of a training fit.")
+flags.DEFINE_integer("knn_k", CompletionConfig.knn_k, "Neighbours of the knn method.")
+flags.DEFINE_float("shrinkage", CompletionConfig.shrinkage, "Shrinkage of the knn similarity.")
+flags.DEFINE_integer("max_rank_columns", ComparisonSettings.max_rank_columns,
                      "AUC and Spearman use a fixed random subset of this many columns when the "
                      "matrix is wider (exact otherwise).")
 flags.DEFINE_integer("pair_batch", None, "Pairs per compiled call (default: from memory).")
@@ -79,7 +85,6 @@ def main(argv) -> None:
     from forgetting_jax.analysis.nonfinite import NonFinite
     from forgetting_jax.analysis.stats import json_safe
     from forgetting_jax.predict import comparison, protocol, registry
-    from forgetting_jax.predict.methods import CompletionConfig
     from forgetting_jax.utils.io import write_json
 
     try:

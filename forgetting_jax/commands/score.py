@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from forgetting_jax.commands.common import check_args, fail, setup_logging
+from forgetting_jax.commands.common import fail, model_and_data_errors, start_file_command
 from forgetting_jax.utils.progress import progress_bar
 
 _MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory (config.json, safetensors, tokenizer).")
@@ -34,21 +34,14 @@ log = logging.getLogger("forgetting_jax.score")
 
 
 def main(argv):
-    check_args("score", argv, REQUIRED)
-    if not _OUTPUT.value.endswith(".npz"):
-        fail("score", f"--output={_OUTPUT.value}: the output must be a .npz file", 2)
-    setup_logging()
-    from forgetting_jax.utils.runtime import is_main, setup_process
-
-    setup_process()  # joins a multi-process run configured by the environment (JAX_COORDINATOR_ADDRESS, ...)
+    start_file_command("score", argv, REQUIRED, _OUTPUT.value, ".npz")
     from forgetting_jax.data.errors import DataError
     from forgetting_jax.data.examples import encode_records
     from forgetting_jax.data.readers import read_records
-    from forgetting_jax.models.config import ConfigError
-    from forgetting_jax.models.hf_checkpoint import CheckpointError
     from forgetting_jax.models.loading import load_model, load_tokenizer
     from forgetting_jax.score.scorer import Scorer, data_mesh
     from forgetting_jax.utils.io import write_npz
+    from forgetting_jax.utils.runtime import is_main
 
     try:
         records = read_records(_DATA.value, _FORMAT.value, skip_bad=_SKIP_BAD.value)
@@ -59,7 +52,7 @@ def main(argv):
                                   skipped_path=_DATA.value + ".skipped.jsonl" if _SKIP_BAD.value else None,
                                   source=_DATA.value)
         config, params = load_model(_MODEL.value, param_dtype=_DTYPE.value, dtype=_DTYPE.value)
-    except (DataError, ConfigError, CheckpointError, FileNotFoundError) as err:
+    except model_and_data_errors() as err:
         fail("score", str(err))
     ids = [e.id for e in examples]
     out_of_vocab = [e.id for e in examples if int(e.ids.max()) >= config.vocab_size]

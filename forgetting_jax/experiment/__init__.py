@@ -29,8 +29,8 @@ command parses its config at start (`commands.common.check_experiment_args`
 returns the Experiment).
 """
 
-from forgetting_jax.experiment.config_dict import (default_config, section_config, split_comma_lists,
-                                                   to_config_dict, train_defaults)
+from forgetting_jax.experiment.config_dict import (config_beside, default_config, section_config,
+                                                   split_comma_lists, to_config_dict, train_defaults)
 from forgetting_jax.experiment.parse import as_experiment, field_kind, parse
 from forgetting_jax.experiment.choices import (
     ANSWER_KINDS, ATTENTION_IMPLS, BASES, BATCHINGS, CPU_COLLECTIVES, DATA_SOURCES, DEMO_TASKS, DTYPES, EXPORT_DTYPES,
@@ -49,6 +49,7 @@ __all__ = [
     "TARGETS", "TASK_READERS", "UPSTREAM_KINDS",
     "ConfigError", "DataSettings", "DistributedSettings", "Experiment", "MatrixSettings", "MeshSettings",
     "ModelSettings", "PredictSettings", "PretrainSettings", "ReplaySettings", "RuntimeSettings", "TrainLoraSettings",
-    "TrainSettings", "as_experiment", "default_config", "field_kind", "parse", "section_config", "split_comma_lists",
+    "TrainSettings", "as_experiment", "config_beside", "default_config", "field_kind", "parse", "section_config",
+    "split_comma_lists",
     "to_config_dict", "train_defaults",
 ]

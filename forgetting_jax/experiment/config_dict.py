@@ -43,6 +43,19 @@ def default_config() -> ConfigDict:
     return to_config_dict(Experiment())
 
 
+def config_beside(this_file: str, name: str) -> ConfigDict:
+    """get_config() of the config file `name` in the directory of `this_file` (a config built on a
+    neighbour's, whatever the working directory: `config_beside(__file__, "demo.py")`)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(this_file)), name)
+    spec = importlib.util.spec_from_file_location(os.path.splitext(name)[0] + "_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
 def train_defaults() -> ConfigDict:
     """The train section's defaults as a ConfigDict (the fields `train` and `pretrain` share)."""
     return section_config(TrainSettings())

@@ -293,8 +293,13 @@ class PredictSettings:
     k, seeds        observed entries per test task, and draws of them per test task
     threshold       forgetting above this counts as forgotten (F1, precision, recall, AUC); None:
                     0.5 on a binary matrix (matrix.metric=exact_match), else 0.0
+    rank, reg       the rank of als and the ridge of every completion fit (predict.methods.CompletionConfig)
     rep_dot_steps   optimizer steps of the rep_dot head (predict.rep_dot.RepDotConfig)
     rep_dot_lr      its learning rate
+
+    These defaults are the defaults of the `predict` command and of the library's settings
+    (predict/comparison.py ComparisonSettings, CompletionConfig, RepDotConfig); replay's k, rank and
+    reg default to them too.
     """
 
     report: bool = True
@@ -305,6 +310,8 @@ class PredictSettings:
     seeds: int = setting(10, at_least=1)
     split_seed: int = 0
     threshold: Optional[float] = None
+    rank: int = setting(5, at_least=1)
+    reg: float = setting(1.0, at_least=0)
     rep_dot_steps: int = setting(5000, at_least=1)
     rep_dot_lr: float = setting(1e-3, above=0)
 
@@ -348,12 +355,12 @@ class ReplaySettings:
     ratio: float = setting(1 / 32, above=0)
     scale_steps: bool = False
     temperature: float = setting(0.1, above=0)
-    k: int = setting(30, at_least=1)
+    k: int = like(PredictSettings, "k", PredictSettings.k)
     num_heldout: int = setting(1000, at_least=0)
     online_fraction: float = setting(0.1, at_least=0, at_most=1)
     seed: int = 0
-    rank: int = setting(5, at_least=1)
-    reg: float = setting(1.0, at_least=0)
+    rank: int = like(PredictSettings, "rank", PredictSettings.rank)
+    reg: float = like(PredictSettings, "reg", PredictSettings.reg)
     confidence: float = setting(0.95, above=0, below=1)
 
 

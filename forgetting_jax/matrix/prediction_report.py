@@ -24,6 +24,7 @@ def comparison_settings(predict: Any, data: dict) -> Any:
     """The ComparisonSettings of config.predict; methods whose inputs the file lacks are dropped
     (with a note in the log) rather than failing the report."""
     from forgetting_jax.predict import comparison, registry
+    from forgetting_jax.predict.methods import CompletionConfig
 
     methods = []
     for name in predict.methods:
@@ -36,6 +37,7 @@ def comparison_settings(predict: Any, data: dict) -> Any:
         methods=tuple(methods), k=int(predict.k), seeds=int(predict.seeds), threshold=(None if predict.threshold is None
                                                                           else float(predict.threshold)),
         split_seed=int(predict.split_seed), per_task=False,
+        completion=CompletionConfig(rank=int(predict.rank), reg=float(predict.reg)),
         rep_dot=comparison.rep_dot_config(predict.rep_dot_steps, predict.rep_dot_lr))
 
 

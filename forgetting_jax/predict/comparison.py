@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from forgetting_jax.experiment import PredictSettings
 from forgetting_jax.predict import protocol, registry
 from forgetting_jax.predict.methods import CompletionConfig
 
@@ -32,14 +33,14 @@ class ComparisonSettings:
     """Settings of one comparison (the `predict` command's flags, the report's config.predict)."""
 
     methods: tuple[str, ...] | None = None  # None: every method the file has what it needs for
-    k: int = 30
-    seeds: int = 10
+    k: int = PredictSettings.k
+    seeds: int = PredictSettings.seeds
     threshold: float | None = None  # None: 0.5 on a binary matrix (lost answers), else 0.0
     top_k: int = 100
     max_rank_columns: int = 50_000
     pair_batch: int | None = None
     chunk_columns: int | None = None
-    split_seed: int = 0
+    split_seed: int = PredictSettings.split_seed
     sampling: str = "uniform"
     score_observed: bool = False
     per_task: bool = True
@@ -122,7 +123,8 @@ def _fmt(x, digits: int) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def rep_dot_config(steps: int, lr: float, seeds: int = 1) -> Any:
+def rep_dot_config(steps: int = PredictSettings.rep_dot_steps, lr: float = PredictSettings.rep_dot_lr,
+                   seeds: int = 1) -> Any:
     """A RepDotConfig with these settings (the rest at their defaults)."""
     from forgetting_jax.predict.rep_dot import RepDotConfig
 

@@ -26,14 +26,15 @@ import numpy as np
 
 from forgetting_jax.analysis import fits
 from forgetting_jax.analysis.chunks import ColumnChunks
+from forgetting_jax.experiment import PredictSettings
 
 
 @dataclasses.dataclass(frozen=True)
 class CompletionConfig:
     """Settings of the completion methods."""
 
-    rank: int = 5  # als
-    reg: float = 1.0  # ridge of every training fit
+    rank: int = PredictSettings.rank  # als
+    reg: float = PredictSettings.reg  # ridge of every training fit
     max_iters: int = 30  # ALS sweeps at most
     tol: float = 1e-4  # ALS stops when row parameters change less than this (relative)
     knn_k: int = 40  # neighbours (surprise's default)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from forgetting_jax.analysis.chunks import ColumnChunks
+from forgetting_jax.experiment import PredictSettings
 from forgetting_jax.predict.methods import Batch
 from forgetting_jax.predict.metrics import COUNTS, METRICS, batch_metrics
 
@@ -113,8 +114,8 @@ def _auto_batch(n_pairs: int, n_cols: int) -> int:
     return int(max(1, min(n_pairs, PAIR_MEMORY_BUDGET // (n_cols * 4 * 10))))
 
 
-def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any], k: int = 30,
-                 seeds: int = 10, threshold: float = 0.0, top_k: int = 100,
+def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any], k: int = PredictSettings.k,
+                 seeds: int = PredictSettings.seeds, threshold: float = 0.0, top_k: int = 100,
                  max_rank_columns: int = 50_000, pair_batch: int | None = None,
                  chunk_columns: int | None = None, base_seed: int = 0,
                  log: Callable[[str], None] = _LOG.info, sampling: str = "uniform",

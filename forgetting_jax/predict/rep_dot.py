@@ -68,6 +68,7 @@ import numpy as np
 import optax
 
 from forgetting_jax.analysis.chunks import ColumnChunks
+from forgetting_jax.experiment import PredictSettings
 from forgetting_jax.predict.methods import Batch
 
 LOSSES = ("auto", "mse", "bce")
@@ -77,9 +78,9 @@ LOSSES = ("auto", "mse", "bce")
 class RepDotConfig:
     """Settings of rep_dot (frozen encoder)."""
 
-    steps: int = 5000  # optimiser steps
+    steps: int = PredictSettings.rep_dot_steps  # optimiser steps
     batch_tasks: int = 8  # task examples per step (each with a forgotten and a kept pair)
-    lr_head: float = 1e-3  # Adam learning rate of the head (see the module docstring)
+    lr_head: float = PredictSettings.rep_dot_lr  # Adam learning rate of the head (see the module docstring)
     temperature: float = 1.0
     output_dim: int | None = None  # D_out of the head; None = the feature dimension D
     eval_every: int = 100  # steps between dev evaluations
