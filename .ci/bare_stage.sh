@@ -21,12 +21,22 @@ for command in run score generate analyze predict inspect pretrain finetune repl
 done
 
 step "micro run of the demo config (4 tasks, 64 upstream examples, short runs)"
-forgetting-jax run --config=configs/demo.py --workdir="$W/demo" \
-  --config.data.tasks=add,subtract,reverse_word,uppercase --config.matrix.num_upstream=64 \
-  --config.pretrain.steps=8 --config.pretrain.max_examples=256 --config.train.steps=4 \
-  --config.train.eval_every=2 --config.predict.rep_dot_steps=100 2>"$W/run.log" || { tail -30 "$W/run.log"; exit 1; }
+MICRO=(--config=configs/demo.py --workdir="$W/demo" --config.data.tasks=add,subtract,reverse_word,uppercase
+       --config.matrix.num_upstream=64 --config.pretrain.steps=8 --config.pretrain.max_examples=256
+       --config.train.steps=4 --config.train.eval_every=2 --config.predict.rep_dot_steps=100)
+forgetting-jax run "${MICRO[@]}" 2>"$W/run.log" || { tail -30 "$W/run.log"; exit 1; }
 test -f "$W/demo/matrix/forgetting.npz" && test -f "$W/demo/report.md"
 MODEL=$(ls -d "$W"/demo/base/*/model | head -1)
+
+step "pretrain and finetune (the run's base and run, reused)"
+forgetting-jax pretrain "${MICRO[@]}" 2>"$W/pretrain.log" || { tail -30 "$W/pretrain.log"; exit 1; }
+grep -q "reusing it" "$W/pretrain.log"
+forgetting-jax finetune "${MICRO[@]}" --task=add 2>"$W/finetune.log" || { tail -30 "$W/finetune.log"; exit 1; }
+
+step "replay (one new task, two strategies)"
+forgetting-jax replay "${MICRO[@]}" --config.replay.test_tasks=divide --strategies=none,random \
+  --config.replay.k=4 --config.replay.num_heldout=16 2>"$W/replay.log" || { tail -30 "$W/replay.log"; exit 1; }
+test -f "$W/demo/replay/results.json"
 
 step "score"
 forgetting-jax score --model="$MODEL" --data=tests/fixtures/data/lm.jsonl --format=lm --output="$W/lm.npz"

@@ -1,7 +1,7 @@
 """The command lines the documentation gives, collected and made runnable (tests only).
 
 Sources (`all_documented()`):
-  README.md               fenced code blocks (`\\` continuations joined) and backticked spans outside
+  README.md, docs/*.md    fenced code blocks (`\\` continuations joined) and backticked spans outside
                           them that start with `forgetting-jax` and carry at least one flag (the
                           command tables); the launch-script table's backticked `launch/...` lines;
   configs/*.py            module docstrings: indented command lines and backticked spans as above;
@@ -40,6 +40,7 @@ from contextlib import redirect_stdout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+DOCS = os.path.join(ROOT, "docs")
 CONFIGS = os.path.join(ROOT, "configs")
 
 PROGRAM = "forgetting-jax"
@@ -158,9 +159,13 @@ def commands_in_docstring(doc: str, name: str, first_line: int = 1) -> list[Docu
     return found
 
 
-def readme_commands(path: str = README) -> list[Documented]:
-    with open(path, encoding="utf-8") as f:
-        return commands_in_markdown(f.read(), os.path.relpath(path, ROOT))
+def readme_commands(paths: list[str] | None = None) -> list[Documented]:
+    """The command lines of README.md and the reference pages under docs/."""
+    found = []
+    for path in paths or [README] + sorted(glob.glob(os.path.join(DOCS, "*.md"))):
+        with open(path, encoding="utf-8") as f:
+            found += commands_in_markdown(f.read(), os.path.relpath(path, ROOT))
+    return found
 
 
 def config_commands(directory: str = CONFIGS) -> list[Documented]:

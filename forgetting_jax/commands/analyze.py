@@ -32,7 +32,7 @@ def main(argv) -> None:
     check_args("analyze", argv, REQUIRED)
     if FLAGS.max_rank < 1:
         fail("analyze", "--max_rank must be at least 1", 2)
-    from forgetting_jax.analysis.report import analyze_matrix
+    from forgetting_jax.analysis.analyze import analyze_matrix
 
     setup_logging()
     with reported_errors("analyze"):

@@ -2,12 +2,10 @@
 
   forgetting-jax run --config=configs/demo.py --workdir=W [--tasks=a,b] [--redo=c]
 
-Writes one file per finished row, W/matrix/rows/<task>/<fp>.npz (keyed by the row's fingerprint),
-and the experiment's own directory W/experiments/<name>/ (<name>: config.name): experiment.json,
-forgetting.npz (Z, ft_nll, base_nll, tasks, example_ids, example_sources), analysis/ (fits.json,
-figures) and report.md. W/matrix/forgetting.npz and W/report.md are copies of the most recent
-run's matrix and report; the experiment's directory is the one that stays (WORKSPACE.md).
-Rerunning the same command reuses everything finished; a killed run continues where it stopped.
+Writes one file per finished row and the experiment's own directory W/experiments/<name>/
+(<name>: config.name) with its matrix, analysis and report; W/matrix/forgetting.npz and
+W/report.md are copies of the most recent run's (the files: WORKSPACE.md). Rerunning the same
+command reuses everything finished; a killed run continues where it stopped.
 """
 
 import logging

@@ -11,7 +11,7 @@ Python; with several processes, each takes its own slice of the rows of every ba
 import dataclasses
 import queue
 import threading
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -46,14 +46,12 @@ class PipelineConfig:
     seed: int = 0
     num_epochs: int | None = None  # None: repeat forever
     pack_window: int = 4096
-    shard_index: int = 0  # this process's slice of every batch
-    num_shards: int = 1
 
 
 class PackedBatches:
     """Batches of packed rows over `examples`; `batch(step)` is random access, iteration prefetches.
 
-    Each batch is a `PackedRows` of batch_rows / num_shards rows; `example_index` refers to
+    Each batch is a `PackedRows` of batch_rows rows; `example_index` refers to
     positions in `examples` (their ids: `example_ids`). With num_epochs, the last batch is padded
     with empty rows (no loss).
     """
@@ -61,10 +59,6 @@ class PackedBatches:
     def __init__(self, examples: Sequence[ExampleLike], config: PipelineConfig):
         if not examples:
             raise ValueError("no examples to batch")
-        if config.batch_rows % config.num_shards:
-            raise ValueError(f"batch_rows {config.batch_rows} is not divisible by {config.num_shards} shards")
-        if not 0 <= config.shard_index < config.num_shards:
-            raise ValueError(f"shard_index {config.shard_index} is outside [0, {config.num_shards})")
         self.config = config
         self.examples = [_pair(e) for e in examples]
         self.example_ids = [e.id if isinstance(e, Example) else str(i) for i, e in enumerate(examples)]
@@ -75,7 +69,6 @@ class PackedBatches:
             raise ValueError(f"{len(too_long)} example(s) longer than the row length {config.row_length}, "
                              f"e.g. {self.example_ids[i]!r} with {lengths[i]} tokens; truncate them first")
         self.rows = pack_rows(lengths, config.row_length, config.max_segments, config.seed, config.pack_window)
-        self.local_rows = config.batch_rows // config.num_shards
         self._order_cache: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
 
     @property
@@ -98,13 +91,13 @@ class PackedBatches:
         return order
 
     def row_indices(self, step: int) -> list[int]:
-        """Positions in `self.rows` of this process's rows of batch `step` (fewer at the very end)."""
+        """Positions in `self.rows` of the rows of batch `step` (fewer at the very end)."""
         if step < 0 or (self.num_steps is not None and step >= self.num_steps):
             raise IndexError(f"step {step} is outside the {self.num_steps} steps of the data")
         total = self.rows_per_epoch * (self.config.num_epochs or 0)
-        first = step * self.config.batch_rows + self.config.shard_index * self.local_rows
+        first = step * self.config.batch_rows
         out = []
-        for g in range(first, first + self.local_rows):
+        for g in range(first, first + self.config.batch_rows):
             if self.config.num_epochs is not None and g >= total:
                 break
             epoch, position = divmod(g, self.rows_per_epoch)
@@ -112,22 +105,20 @@ class PackedBatches:
         return out
 
     def batch(self, step: int) -> PackedRows:
-        """This process's rows of batch `step`: arrays [batch_rows / num_shards, row_length]."""
+        """The rows of batch `step`: arrays [batch_rows, row_length]."""
         rows = [self.rows[i] for i in self.row_indices(step)]
         return materialize_rows(self.examples, rows, self.config.row_length, self.config.max_segments,
-                                self.local_rows)
+                                self.config.batch_rows)
 
-    def iterate(self, start_step: int = 0, prefetch: int = 2,
-                transform: Callable[[PackedRows], Any] | None = None) -> "Prefetcher":
+    def iterate(self, start_step: int = 0, prefetch: int = 2) -> "Prefetcher":
         """Batches from `start_step` on (through the end of the data, or forever), built `prefetch`
-        ahead in a background thread; `transform` (e.g. a device put) also runs there."""
+        ahead in a background thread."""
         end = self.num_steps
 
-        def produce() -> Iterator[Any]:
+        def produce() -> Iterator[PackedRows]:
             step = start_step
             while end is None or step < end:
-                batch = self.batch(step)
-                yield transform(batch) if transform else batch
+                yield self.batch(step)
                 step += 1
 
         return Prefetcher(produce(), prefetch)

@@ -6,16 +6,10 @@ its fine-tuning run and the scoring) on one set of base scores. Its fingerprint 
 (say train.lr) makes another experiment, and settings that change nothing (mesh, batching of the
 scorer) do not.
 
-  W/experiments/<name>/
-    experiment.json    name, fingerprint, base_scores (fingerprint), rows {task: fingerprint}
-    forgetting.npz     the experiment's matrix (the contract's arrays; see matrix/store.py)
-    analysis/          fits.json and figures
-    report.md          the report (and the replay section of `forgetting-jax replay`)
-    replay/            results.json, table.md, replay.png of `forgetting-jax replay`
-
-<name> is `task_filename(config.name)`. When experiments/<name>/ belongs to another fingerprint
-(the same config name with other settings), this experiment goes to experiments/<name>-<fp8>/
-(<fp8>: the first 8 characters of its fingerprint) with a warning; nothing is overwritten.
+Its files (experiment.json, forgetting.npz, analysis/, report.md, replay/): WORKSPACE.md. <name>
+is `task_filename(config.name)`. When experiments/<name>/ belongs to another fingerprint (the same
+config name with other settings), this experiment goes to experiments/<name>-<fp8>/ (<fp8>: the
+first 8 characters of its fingerprint) with a warning; nothing is overwritten.
 
 W/matrix/forgetting.npz and W/report.md are copies of the most recent run's (written atomically,
 for the documented paths); the experiment's own files are the ones that stay.

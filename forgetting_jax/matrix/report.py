@@ -109,7 +109,7 @@ def write_report(directory: str, matrix_path: str, name: str, max_rank: int, wor
     Reused as they are when the matrix file and the analysis settings are those they were made from.
     """
     from forgetting_jax.analysis.matrix_file import read_matrix_file
-    from forgetting_jax.analysis.report import analyze_matrix
+    from forgetting_jax.analysis.analyze import analyze_matrix
     from forgetting_jax.matrix.prediction_report import prediction_section, settings_stamp
 
     analysis_dir = os.path.join(directory, "analysis")

@@ -28,7 +28,7 @@ from forgetting_jax.models.config import ModelConfig
 from forgetting_jax.models.decoder import Decoder, unembedding
 from forgetting_jax.models.lm_head import token_nll
 
-Example = tuple[np.ndarray, np.ndarray]  # (ids_T int32, mask_T bool): mask_T[t] = token t is scored
+ScoredPair = tuple[np.ndarray, np.ndarray]  # (ids_T int32, mask_T bool): mask_T[t] = token t is scored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +241,7 @@ class Scorer:
         held = self._row_sharding.addressable_devices_indices_map((rows_per_batch, 1))
         return np.unique(np.concatenate([np.arange(rows_per_batch)[index[0]] for index in held.values()]))
 
-    def _batches(self, examples: Sequence[Example], shape: ScoreShape, rows: list[list[int]]
+    def _batches(self, examples: Sequence[ScoredPair], shape: ScoreShape, rows: list[list[int]]
                  ) -> Iterator[PackedRows]:
         local = self.local_rows(shape.rows_per_batch)
         for start in range(0, len(rows), shape.rows_per_batch):
@@ -275,7 +275,7 @@ class Scorer:
             result[[where[int(r)] for r in rows]] = np.asarray(shard.data)
         return result
 
-    def _run(self, kind: str, examples: Sequence[Example], shape: ScoreShape | None, tokens_per_batch: int,
+    def _run(self, kind: str, examples: Sequence[ScoredPair], shape: ScoreShape | None, tokens_per_batch: int,
              progress: Callable[[ScoreStats], None] | None) -> tuple[list[np.ndarray], ScoreStats]:
         """Runs the `kind` step over packed batches; returns its [R, S, ...] outputs gathered per
         example ([N, ...] each, input order) and the run's statistics."""
@@ -325,7 +325,7 @@ class Scorer:
         stats.seconds = time.perf_counter() - start
         return gathered, stats
 
-    def score(self, examples: Sequence[Example], shape: ScoreShape | None = None, tokens_per_batch: int = 16384,
+    def score(self, examples: Sequence[ScoredPair], shape: ScoreShape | None = None, tokens_per_batch: int = 16384,
               progress: Callable[[ScoreStats], None] | None = None) -> tuple[np.ndarray, np.ndarray, ScoreStats]:
         """Mean NLL per scored token (float32 [N]) and scored-token counts (int32 [N]), input order.
 
@@ -339,7 +339,7 @@ class Scorer:
         mean, count = _mean_nll(nll_sum, count)
         return mean, count, stats
 
-    def score_and_represent(self, examples: Sequence[Example], shape: ScoreShape | None = None,
+    def score_and_represent(self, examples: Sequence[ScoredPair], shape: ScoreShape | None = None,
                             tokens_per_batch: int = 16384, progress: Callable[[ScoreStats], None] | None = None
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, ScoreStats]:
         """`score` and `represent` from one forward pass: (mean NLL [N], scored tokens [N], mean
@@ -353,7 +353,7 @@ class Scorer:
         mean = (hidden_sum / np.maximum(tokens, 1)[:, None]).astype(np.float32)
         return nll, count, mean, last.astype(np.float32), stats
 
-    def represent(self, examples: Sequence[Example], shape: ScoreShape | None = None,
+    def represent(self, examples: Sequence[ScoredPair], shape: ScoreShape | None = None,
                   tokens_per_batch: int = 16384, progress: Callable[[ScoreStats], None] | None = None
                   ) -> tuple[np.ndarray, np.ndarray, ScoreStats]:
         """Each example's mean final hidden state over its tokens and its final hidden state at
@@ -365,7 +365,7 @@ class Scorer:
         mean = (hidden_sum / np.maximum(count, 1)[:, None]).astype(np.float32)
         return mean, last.astype(np.float32), stats
 
-    def embed(self, examples: Sequence[Example], shape: ScoreShape | None = None, tokens_per_batch: int = 16384,
+    def embed(self, examples: Sequence[ScoredPair], shape: ScoreShape | None = None, tokens_per_batch: int = 16384,
               progress: Callable[[ScoreStats], None] | None = None) -> tuple[np.ndarray, ScoreStats]:
         """Mean final hidden state of each example's tokens, float32 [N, D], input order."""
         mean, _, stats = self.represent(examples, shape, tokens_per_batch, progress)

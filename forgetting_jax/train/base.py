@@ -4,16 +4,8 @@
   pretrain(config, workdir)     -> BaseModel   next-token loss on every token of corpus chunks,
                                                from random weights or from model.hf_dir
 
-Workspace layout (W = workdir; <fp> = the fingerprint of everything that changes the result):
-  W/base/<fp>/                 a base model
-      params/                  orbax checkpoint of the fp32 parameters (restores onto any mesh)
-      model/                   HF directory (pre-trained bases; an imported base is its own hf_dir)
-      checkpoints/, metrics.jsonl   the pre-training run (resumable; checkpoints removed when done
-                                    unless pretrain.keep_checkpoints)
-      run.json                 the fingerprint's inputs, written when the run starts
-      fingerprint.json         written last: the base is finished
-
-A finished directory (fingerprint.json matching) is reused, never retrained; an interrupted
+A base lives in W/base/<fp>/ (<fp>: the fingerprint of everything that changes it; its files:
+WORKSPACE.md). A finished directory (fingerprint.json matching) is reused, never retrained; an interrupted
 pre-training run resumes from its latest checkpoint (train/driver.py).
 """
 
@@ -26,20 +18,20 @@ from typing import Any, Callable
 import jax
 from jax.sharding import Mesh
 
-from forgetting_jax.experiment import as_experiment
+from forgetting_jax.experiment import Experiment
 from forgetting_jax.models.config import ModelConfig, load_hf_config
 from forgetting_jax.models.decoder import init_params, param_shapes
-from forgetting_jax.models.hf_checkpoint import export_hf_model, load_hf_model
+from forgetting_jax.models.hf_checkpoint import load_hf_model
 from forgetting_jax.models.loading import load_tokenizer
 from forgetting_jax.train import checkpoints as ckpt_lib
 from forgetting_jax.train import driver
 from forgetting_jax.train.batches import make_batches, validation_rows
-from forgetting_jax.utils.runtime import host_tree, is_main
 from forgetting_jax.train.inputs import corpus_examples, examples_fingerprint
 from forgetting_jax.train.mesh import describe, make_mesh
 from forgetting_jax.train.recipe import (check_tokens, peak_flops, result_settings, runtime_model_config,
                                          step_settings)
 from forgetting_jax.train.step import compiled_steps, flops_per_token
+from forgetting_jax.utils.file_cache import FileCache
 from forgetting_jax.utils.fingerprint import file_fingerprint, fingerprint
 
 log = logging.getLogger("forgetting_jax.train")
@@ -68,18 +60,15 @@ def tokenizer(path: str):
     return load_tokenizer(path)
 
 
-@functools.lru_cache(maxsize=2)
-def _corpus_cached(pc: Any, tokenizer_dir: str, stamp: tuple | None) -> dict:
-    return corpus_examples(pc, tokenizer(tokenizer_dir), int(pc.row_length))
+_CORPUS = FileCache(size=2)
 
 
 def _corpus(pc: Any, tokenizer_dir: str) -> dict:
     """The pre-training corpus as examples {"train", "validation"}, read and chunked once per
-    process for the same settings, tokenizer and corpus file (size, modification time): deciding
+    process for the same settings, tokenizer and corpus file (while it is unchanged): deciding
     that a finished base is reused does not read it again."""
-    path = pc.corpus
-    stamp = (os.path.getsize(path), os.stat(path).st_mtime_ns) if path and os.path.isfile(path) else None
-    return _corpus_cached(pc, tokenizer_dir, stamp)
+    return _CORPUS.get((pc, tokenizer_dir), pc.corpus,
+                       lambda: corpus_examples(pc, tokenizer(tokenizer_dir), int(pc.row_length)))
 
 
 def _hf_identity(hf_dir: str, mode: str) -> dict:
@@ -123,9 +112,8 @@ def _base_from_record(config: Any, directory: str, record: dict) -> BaseModel:
                      tokenizer_dir=tokenizer_dir, hf_config=hf)
 
 
-def import_base(config: Any, workdir: str) -> BaseModel:
+def import_base(config: Experiment, workdir: str) -> BaseModel:
     """model.hf_dir as the base: its parameters copied once into an orbax checkpoint of the workspace."""
-    config = as_experiment(config)
     hf_dir = os.path.abspath(config.model.hf_dir)
     if not os.path.isfile(os.path.join(hf_dir, "config.json")):
         raise ValueError(f"model.hf_dir={hf_dir}: not a Hugging Face model directory (no config.json)")
@@ -147,10 +135,9 @@ def import_base(config: Any, workdir: str) -> BaseModel:
                                                  "tie_embeddings": arch.tie_embeddings, "tokenizer_dir": tokenizer_dir})
 
 
-def base_model(config: Any, workdir: str, mesh: Mesh | None = None) -> BaseModel:
+def base_model(config: Experiment, workdir: str, mesh: Mesh | None = None) -> BaseModel:
     """The base model of `config` (reused when finished): model.base=hf imports model.hf_dir;
     model.base=pretrain pre-trains on config.pretrain.corpus."""
-    config = as_experiment(config)
     if config.model.base == "pretrain":
         return pretrain(config, workdir, mesh)
     if config.model.base != "hf":
@@ -166,14 +153,13 @@ def load_base_params(base: BaseModel, shardings: Any) -> Any:
     return ckpt_lib.restore_params(base.params_dir, ckpt_lib.abstract_tree(param_shapes(base.config), shardings))
 
 
-def pretrain(config: Any, workdir: str, mesh: Mesh | None = None, on_step: Callable[[int], None] | None = None
+def pretrain(config: Experiment, workdir: str, mesh: Mesh | None = None, on_step: Callable[[int], None] | None = None
              ) -> BaseModel:
     """Pre-trains the base model on config.pretrain.corpus (next-token loss on every token).
 
     Starts from random weights in the architecture of config.model, or, with model.hf_dir, from
     that model's weights (continued pre-training; its tokenizer unless model.tokenizer is set).
     """
-    config = as_experiment(config)
     pc = config.pretrain
     if pc.method != "full":
         raise ValueError("pretrain.method must be full")
@@ -226,11 +212,9 @@ def pretrain(config: Any, workdir: str, mesh: Mesh | None = None, on_step: Calla
                                  flops_per_token(model_config, settings.row_length), peak_flops(mesh, pc),
                                  "pretrain", on_step)
     ckpt_lib.save_params(os.path.join(directory, "params"), params)
-    host_params = host_tree(params)  # a collective on several processes: every process takes part
-    if is_main():
-        export_hf_model(os.path.join(directory, "model"), arch, host_params,
+    driver.export_model(os.path.join(directory, "model"), arch, params,
                         base_config=start_from.hf_config if start_from is not None else None,
                         tokenizer_dir=tokenizer_dir, dtype=pc.export_dtype or None)
     driver.finish_record(directory, fp, inputs, bool(pc.keep_checkpoints), imported=False,
-            tie_embeddings=arch.tie_embeddings, steps=int(pc.steps))
+                         tie_embeddings=arch.tie_embeddings, steps=int(pc.steps))
     return _base_from_record(config, directory, {"fingerprint": fp, "tie_embeddings": arch.tie_embeddings})

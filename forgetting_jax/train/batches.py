@@ -110,16 +110,19 @@ def make_batches(examples: Sequence[Example], settings: BatchSettings):
     raise ValueError(f"batching {settings.batching!r} is not one of rows, examples")
 
 
-def to_device(rows: PackedRows, sharding: jax.sharding.Sharding, leading: int | None = None) -> dict:
-    """The five row arrays as global jax arrays, [leading, R, L] when leading is given, else [R, L].
+def to_device(rows: PackedRows | Sequence[PackedRows], sharding: jax.sharding.Sharding,
+              leading: int | None = None) -> dict:
+    """The five row arrays as global jax arrays, [leading, R, L] when leading is given, else
+    [R, L]; a sequence of P tasks' rows gives [P, leading, R, L] (or [P, R, L]).
 
     Every process holds the whole host batch; each device receives only its own slice.
     """
+    tasks = not isinstance(rows, PackedRows)
     out = {}
     for name in BATCH_FIELDS:
-        array = np.asarray(getattr(rows, name))
+        array = np.stack([np.asarray(getattr(r, name)) for r in rows]) if tasks else np.asarray(getattr(rows, name))
         if leading is not None:
-            array = array.reshape(leading, -1, array.shape[-1])
+            array = array.reshape(array.shape[:int(tasks)] + (leading, -1, array.shape[-1]))
         out[name] = jax.make_array_from_callback(array.shape, sharding, lambda index, a=array: a[index])
     return out
 

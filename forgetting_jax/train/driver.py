@@ -34,7 +34,8 @@ from forgetting_jax.data.packing import PackedRows, materialize_rows
 from forgetting_jax.data.pipeline import Prefetcher
 from forgetting_jax.train import checkpoints as ckpt_lib
 from forgetting_jax.train.batches import stats_of, to_device
-from forgetting_jax.utils.runtime import barrier, is_main
+from forgetting_jax.models.hf_checkpoint import export_hf_model
+from forgetting_jax.utils.runtime import barrier, host_tree, is_main
 from forgetting_jax.train.metrics import MetricsLog
 from forgetting_jax.train.state import TrainState
 from forgetting_jax.train.step import CompiledSteps
@@ -89,9 +90,9 @@ class Program(Protocol):
 
     def device_batch(self, rows: Sequence[PackedRows | None]) -> dict: ...
 
-    def step(self, states: Any, frozen: dict, batch: dict, active: np.ndarray) -> tuple[Any, dict]: ...
+    def step(self, states: Any, frozen: Any, batch: dict, active: np.ndarray) -> tuple[Any, dict]: ...
 
-    def evaluate(self, states: Any, frozen: dict, eval_rows: Sequence[Sequence[PackedRows]]
+    def evaluate(self, states: Any, frozen: Any, eval_rows: Sequence[Sequence[PackedRows]]
                  ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def take(self, states: Any, slot: int) -> TrainState: ...
@@ -139,6 +140,16 @@ def run_record(directory: str, inputs: dict) -> None:
         write_json(os.path.join(directory, "run.json"), inputs)
 
 
+def export_model(model_dir: str, config: Any, params: Any, *, base_config: dict | None, tokenizer_dir: str,
+                 dtype: str | None) -> None:
+    """A run's parameters (on the mesh) written as a Hugging Face directory: gathered to the host
+    on every process (a collective: every process takes part), written by process 0."""
+    host_params = host_tree(params)
+    if is_main():
+        export_hf_model(model_dir, config, host_params, base_config=base_config, tokenizer_dir=tokenizer_dir,
+                        dtype=dtype)
+
+
 def finish_record(directory: str, fp: str, inputs: dict, keep_checkpoints: bool, **extra: Any) -> None:
     """fingerprint.json (the run is finished), then the checkpoints go unless kept."""
     ckpt_lib.write_fingerprint(directory, fp, inputs, **extra)
@@ -148,7 +159,7 @@ def finish_record(directory: str, fp: str, inputs: dict, keep_checkpoints: bool,
     barrier(f"finished {fp}")  # the other processes read what process 0 just wrote
 
 
-def train(program: Program, runs: Sequence[Run | None], frozen: dict, fresh: Callable[[], Any], cadence: Cadence,
+def train(program: Program, runs: Sequence[Run | None], frozen: Any, fresh: Callable[[], Any], cadence: Cadence,
           flops_per_token: float, peak_flops: float | None, label: str,
           on_step: Callable[[int], None] | None = None) -> list[tuple[Any, dict] | None]:
     """Runs (or resumes) every run of `runs` (one per slot of `program`; None: an idle slot).
@@ -231,7 +242,7 @@ def _result(program: Program, states: Any, p: int, run: Run, total: int) -> tupl
 class _Group:
     """The per-step bookkeeping of a group: batches, metrics, validation and checkpoints."""
 
-    def __init__(self, program: Program, runs: Sequence[Run | None], frozen: dict, cadence: Cadence,
+    def __init__(self, program: Program, runs: Sequence[Run | None], frozen: Any, cadence: Cadence,
                  flops_per_token: float, peak_flops: float | None, label: str):
         self.program, self.runs, self.frozen, self.cadence = program, runs, frozen, cadence
         self.flops, self.peak, self.label = flops_per_token, peak_flops, label

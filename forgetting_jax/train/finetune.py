@@ -11,14 +11,9 @@
 All of them run train/driver.py's loop; a run is the same whichever way it was trained (same
 fingerprint, same files), so a finished run is reused by either path.
 
-Workspace layout (W = workdir; <fp> = the fingerprint of everything that changes the result):
-  W/tasks/<task>/<fp>/         one fine-tuning run of one task
-      checkpoints/             orbax CheckpointManager: latest TrainState (resume) and the
-                               lowest-validation-loss step (removed when done unless keep_checkpoints)
-      metrics.jsonl            per step and per validation (see train/metrics.py)
-      model/                   HF directory of the best-by-validation parameters, written when
-                               asked (`export=True`: `forgetting-jax finetune`, matrix.keep_models)
-      run.json, fingerprint.json   the inputs when it starts; written last: the run is finished
+A run lives in W/tasks/<task>/<fp>/ (<fp>: the fingerprint of everything that changes its result;
+its files: WORKSPACE.md); its model/ is exported only when asked (`export=True`:
+`forgetting-jax finetune`, matrix.keep_models).
 
 The result's parameters (best step, LoRA merged) stay on the mesh in `RunResult.params`, so the
 matrix pipeline scores them where they are, with no export and reload. Settings that change only
@@ -35,14 +30,12 @@ from typing import Any, Callable, Sequence
 import jax
 from jax.sharding import Mesh
 
-from forgetting_jax.experiment import as_experiment
-from forgetting_jax.models.hf_checkpoint import export_hf_model
+from forgetting_jax.experiment import Experiment
 from forgetting_jax.train import checkpoints as ckpt_lib
 from forgetting_jax.train import driver
 from forgetting_jax.train import lora as lora_lib
 from forgetting_jax.train.base import FORMAT_VERSION, BaseModel, base_model, load_base_params, tokenizer
 from forgetting_jax.train.batches import make_batches, validation_rows
-from forgetting_jax.utils.runtime import host_tree, is_main
 from forgetting_jax.train.inputs import examples_fingerprint, task_examples
 from forgetting_jax.train.mesh import describe, make_mesh
 from forgetting_jax.train.recipe import (check_lengths, check_tokens, mixed_settings, peak_flops, result_settings,
@@ -92,14 +85,13 @@ def task_run_dir(workdir: str, task: str, fp: str) -> str:
     return os.path.join(workdir, "tasks", task_filename(task), fp)
 
 
-def plan_finetune(config: Any, workdir: str, task: str, base: BaseModel, mixture: Any | None = None
+def plan_finetune(config: Experiment, workdir: str, task: str, base: BaseModel, mixture: Any | None = None
                   ) -> FinetunePlan:
     """The fingerprint and run directory of fine-tuning `base` on `task` with config.train.
 
     mixture: other examples mixed into the batches (see `finetune`); its `inputs` are part of the
     fingerprint, so a run with a mixture never shares its directory with a plain run.
     """
-    config = as_experiment(config)
     tc = mixed_settings(config.train, mixture)
     check_lengths(tc, int(config.data.max_length), f"task {task}")
     data = task_examples(config.data, task, tokenizer(base.tokenizer_dir))
@@ -114,7 +106,7 @@ def plan_finetune(config: Any, workdir: str, task: str, base: BaseModel, mixture
     return FinetunePlan(task, fp, task_run_dir(workdir, task, fp), inputs, data)
 
 
-def finetune(config: Any, workdir: str, task: str, base: BaseModel | None = None, mesh: Mesh | None = None,
+def finetune(config: Experiment, workdir: str, task: str, base: BaseModel | None = None, mesh: Mesh | None = None,
              on_step: Callable[[int], None] | None = None, mixture: Any | None = None,
              plan: FinetunePlan | None = None, export: bool = True) -> RunResult:
     """Fine-tunes the base model on `task` (config.train), or reuses the finished identical run.
@@ -130,7 +122,6 @@ def finetune(config: Any, workdir: str, task: str, base: BaseModel | None = None
       after_step(step, params_fn) called with the starting step (fresh or resumed) and after every
                                   step; params_fn() gives the model parameters after `step` steps
     """
-    config = as_experiment(config)
     started = time.perf_counter()
     mesh = make_mesh(config.mesh) if mesh is None else mesh
     base = base_model(config, workdir, mesh) if base is None else base
@@ -145,13 +136,12 @@ def finetune(config: Any, workdir: str, task: str, base: BaseModel | None = None
     return _train(config, [plan], base, mesh, 1, started, export, on_step, mixture)[0]
 
 
-def finetune_group(config: Any, workdir: str, tasks: Sequence[str], base: BaseModel, mesh: Mesh,
+def finetune_group(config: Experiment, workdir: str, tasks: Sequence[str], base: BaseModel, mesh: Mesh,
                    num_tasks: int | None = None, plans: dict[str, FinetunePlan] | None = None,
                    export: bool = True) -> list[RunResult]:
     """Fine-tunes `base` on every task of `tasks` at once (config.train; P = num_tasks slots,
     default len(tasks); `mesh` from multitask.make_task_mesh); finished runs are reused. Returns
     one RunResult per task, in order."""
-    config = as_experiment(config)
     started = time.perf_counter()
     num_tasks = num_tasks or len(tasks)
     if len(tasks) > num_tasks:
@@ -202,22 +192,22 @@ def _train(config: Any, plans: list[FinetunePlan], base: BaseModel, mesh: Mesh, 
         single, program = steps.single, multitask.MultiTaskProgram(steps, int(tc.max_segments))
     lora = settings.lora
     if lora is None:
-        frozen: dict = {}
+        frozen: Any = {}
         trainable_fraction = 1.0
 
         def fresh():
             return load_base_params(base, single.trainable_shardings)
     else:
-        base_params = load_base_params(base, single.frozen_shardings["base"])
+        base_params = load_base_params(base, single.frozen_shardings.base)
         factors, seeds = lora_lib.init_lora(model_config, lora, jax.random.key(int(tc.seed)))
-        frozen = {"base": base_params, "seeds": jax.device_put(seeds, single.frozen_shardings["seeds"])}
+        frozen = lora_lib.LoraFrozen(base_params, jax.device_put(seeds, single.frozen_shardings.seeds))
         trainable_fraction = lora_lib.trainable_count(factors) / model_config.num_params
 
         def fresh():
             return jax.device_put(factors, single.trainable_shardings)
 
     def full_params(trainable: Any) -> Any:
-        return trainable if lora is None else lora_lib.merge(frozen["base"], trainable, lora)
+        return trainable if lora is None else lora_lib.merge(frozen.base, trainable, lora)
 
     runs: list[driver.Run | None] = []
     for plan in plans:
@@ -257,9 +247,7 @@ def _finish(tc: Any, plan: FinetunePlan, params: Any, meta: dict, base: BaseMode
             started: float) -> RunResult:
     """Exports the result when asked, marks the run finished, and returns it with its parameters."""
     if export:
-        host_params = host_tree(params)  # a collective on several processes: every process takes part
-        if is_main():
-            export_hf_model(plan.model_dir, base.config, host_params, base_config=base.hf_config,
+        driver.export_model(plan.model_dir, base.config, params, base_config=base.hf_config,
                             tokenizer_dir=base.tokenizer_dir, dtype=tc.export_dtype or None)
     driver.finish_record(plan.run_dir, plan.fingerprint, plan.inputs, bool(tc.keep_checkpoints),
                          best_step=meta.get("best_step"), best_val_loss=meta.get("best_val_loss"),

@@ -12,7 +12,7 @@ A finished run is merged into plain kernels (`merge`), so scoring and export see
 import contextlib
 import dataclasses
 import functools
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -25,6 +25,13 @@ from forgetting_jax.models.decoder import logical_axes, param_shapes
 from forgetting_jax.models.layers import Dense
 
 _GROUP = {"q": "attn", "k": "attn", "v": "attn", "o": "attn", "gate": "mlp", "up": "mlp", "down": "mlp"}
+
+
+class LoraFrozen(NamedTuple):
+    """What LoRA training holds fixed beside the trained adapters (a pytree of two subtrees)."""
+
+    base: Any  # the base model's parameters
+    seeds: Any  # the adapters' dropout seeds
 
 
 @dataclasses.dataclass(frozen=True)

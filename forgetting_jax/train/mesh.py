@@ -43,6 +43,28 @@ def mesh_field(spec: Any, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def mesh_devices(spec: Any, devices: Sequence[jax.Device] | None = None) -> list[jax.Device]:
+    """`devices`, or the first spec.num_devices devices (-1 or absent: all)."""
+    if devices is not None:
+        return list(devices)
+    devices = jax.devices()
+    wanted = int(mesh_field(spec, "num_devices", -1) or -1)
+    if wanted != -1:
+        if wanted > len(devices):
+            raise ValueError(f"mesh.num_devices={wanted}, but only {len(devices)} devices exist")
+        devices = devices[:wanted]
+    return list(devices)
+
+
+def device_array(devices: Sequence[jax.Device], shape: Sequence[int]) -> np.ndarray:
+    """`devices` arranged in `shape` (by the interconnect when they are all the devices)."""
+    if len(devices) == len(jax.devices()) and len(devices) > 1:
+        from jax.experimental import mesh_utils
+
+        return mesh_utils.create_device_mesh(tuple(shape), devices=list(devices))
+    return np.asarray(list(devices), dtype=object).reshape(tuple(shape))
+
+
 def make_mesh(spec: Any = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A Mesh over `devices` (default: the first spec.num_devices devices, -1 or absent: all).
 
@@ -50,21 +72,8 @@ def make_mesh(spec: Any = None, devices: Sequence[jax.Device] | None = None) -> 
     None: all data.
     """
     spec = {"data": -1} if spec is None else spec
-    if devices is None:
-        devices = jax.devices()
-        wanted = int(mesh_field(spec, "num_devices", -1) or -1)
-        if wanted != -1:
-            if wanted > len(devices):
-                raise ValueError(f"mesh.num_devices={wanted}, but only {len(devices)} devices exist")
-            devices = devices[:wanted]
-    shape = mesh_shape(spec, len(devices))
-    if len(devices) == len(jax.devices()) and len(devices) > 1:
-        from jax.experimental import mesh_utils
-
-        array = mesh_utils.create_device_mesh(shape, devices=list(devices))
-    else:
-        array = np.asarray(list(devices), dtype=object).reshape(shape)
-    return Mesh(array, AXES)
+    devices = mesh_devices(spec, devices)
+    return Mesh(device_array(devices, mesh_shape(spec, len(devices))), AXES)
 
 
 def batch_parallelism(mesh: Mesh) -> int:

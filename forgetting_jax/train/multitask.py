@@ -35,13 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from forgetting_jax.data.packing import PackedRows
 from forgetting_jax.models import attention
+from forgetting_jax.train.batches import to_device
 from forgetting_jax.train.driver import empty_rows
-from forgetting_jax.train.mesh import AXES, BATCH_AXES, mesh_field, mesh_shape
+from forgetting_jax.train.mesh import AXES, BATCH_AXES, device_array, mesh_devices, mesh_shape
 from forgetting_jax.train.partitioning import activation_rules
 from forgetting_jax.train.state import TrainState
-from forgetting_jax.train.step import BATCH_FIELDS, CompiledSteps, StepSettings, accumulate_gradients
+from forgetting_jax.train.step import BATCH_FIELDS, CompiledSteps, StepSettings, accumulate_gradients, compile_key
 
 log = logging.getLogger("forgetting_jax.train")
 
@@ -51,23 +51,12 @@ TASK_AXIS = "task"
 def make_task_mesh(spec: Any, task_groups: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A (task, data, fsdp, tensor) mesh: `task_groups` sub-meshes, each shaped by `spec` (the
     config's mesh section; -1 fills the devices of one sub-mesh)."""
-    if devices is None:
-        devices = jax.devices()
-        wanted = int(mesh_field(spec, "num_devices", -1) or -1) if spec is not None else -1
-        if wanted != -1:
-            devices = devices[:wanted]
-    devices = list(devices)
+    spec = {"data": -1} if spec is None else spec
+    devices = mesh_devices(spec, devices)
     if task_groups < 1 or len(devices) % task_groups:
         raise ValueError(f"{len(devices)} devices do not split into {task_groups} task sub-meshes")
-    sizes = mesh_shape(spec if spec is not None else {"data": -1}, len(devices) // task_groups)
-    shape = (task_groups,) + tuple(sizes)
-    if len(devices) == len(jax.devices()) and len(devices) > 1:
-        from jax.experimental import mesh_utils
-
-        array = mesh_utils.create_device_mesh(shape, devices=devices)
-    else:
-        array = np.asarray(devices, dtype=object).reshape(shape)
-    return Mesh(array, (TASK_AXIS,) + AXES)
+    shape = (task_groups,) + mesh_shape(spec, len(devices) // task_groups)
+    return Mesh(device_array(devices, shape), (TASK_AXIS,) + AXES)
 
 
 def _stacked(mesh: Mesh, tree: Any) -> Any:
@@ -131,7 +120,7 @@ class MultiTaskSteps:
                                                             states),
                              out_shardings=single.state_shardings)
 
-    def _train_step(self, states: TrainState, frozen: dict, batch: dict):
+    def _train_step(self, states: TrainState, frozen: Any, batch: dict):
         """The one-task step of train/step.py for P tasks: its micro-batch loss, its update and its
         keys vmapped over the task axis. The scan over micro-batches is shared (one
         `accumulate_gradients`), and a micro-batch is skipped when it holds no trained token in any
@@ -157,7 +146,7 @@ class MultiTaskSteps:
         with activation_rules(self.mesh):
             return self._take(states, jnp.int32(p))
 
-    def train_step(self, states: TrainState, frozen: dict, batch: dict, active: np.ndarray):
+    def train_step(self, states: TrainState, frozen: Any, batch: dict, active: np.ndarray):
         """One step of every task; tasks where `active` is False keep their state (a second program,
         compiled only when a group has inactive slots)."""
         active = np.asarray(active, bool)
@@ -167,7 +156,7 @@ class MultiTaskSteps:
             active = jax.make_array_from_callback(active.shape, self._per_task, lambda index: active[index])
             return self._train(states, frozen, batch, active)
 
-    def eval_step(self, params, frozen: dict, batch: dict):
+    def eval_step(self, params, frozen: Any, batch: dict):
         with activation_rules(self.mesh):
             return self._eval(params, frozen, batch)
 
@@ -176,24 +165,11 @@ _CACHE: dict[tuple, MultiTaskSteps] = {}
 
 
 def multitask_steps(config, settings: StepSettings, mesh: Mesh, num_tasks: int) -> MultiTaskSteps:
-    """Cached MultiTaskSteps (same key fields as `step.compiled_steps`, plus P)."""
-    config = config.replace(bos_token_id=None, eos_token_id=None, pad_token_id=None, max_position_embeddings=0)
-    key = (config, settings, mesh, num_tasks)
+    """Cached MultiTaskSteps (the key of `step.compiled_steps`, plus P)."""
+    key = compile_key(config, settings, mesh, num_tasks)
     if key not in _CACHE:
-        _CACHE[key] = MultiTaskSteps(config, settings, mesh, num_tasks)
+        _CACHE[key] = MultiTaskSteps(key[0], settings, mesh, num_tasks)
     return _CACHE[key]
-
-
-def stack_rows(rows: Sequence[PackedRows], sharding: NamedSharding, leading: int | None) -> dict:
-    """P tasks' host rows as one global batch [P, (A,) R, L] (every process holds all of them;
-    each device receives only its own slice)."""
-    out = {}
-    for name in BATCH_FIELDS:
-        array = np.stack([np.asarray(getattr(r, name)) for r in rows])
-        if leading is not None:
-            array = array.reshape(array.shape[0], leading, -1, array.shape[-1])
-        out[name] = jax.make_array_from_callback(array.shape, sharding, lambda index, a=array: a[index])
-    return out
 
 
 class MultiTaskProgram:
@@ -217,7 +193,7 @@ class MultiTaskProgram:
 
     def device_batch(self, rows):
         rows = [self._empty_train if r is None else r for r in rows]
-        return stack_rows(rows, self.steps.batch_sharding, self.steps.settings.micro_batches)
+        return to_device(rows, self.steps.batch_sharding, self.steps.settings.micro_batches)
 
     def step(self, states, frozen, batch, active):
         return self.steps.train_step(states, frozen, batch, active)
@@ -226,8 +202,8 @@ class MultiTaskProgram:
         sums, counts = np.zeros(self.num_slots), np.zeros(self.num_slots)
         for b in range(max(len(rows) for rows in eval_rows)):
             batch = [rows[b] if b < len(rows) else self._empty_eval for rows in eval_rows]
-            nll, count = self.steps.eval_step(states.params, frozen, stack_rows(batch, self.steps.eval_batch_sharding,
-                                                                                None))
+            device_batch = to_device(batch, self.steps.eval_batch_sharding)
+            nll, count = self.steps.eval_step(states.params, frozen, device_batch)
             sums += np.asarray(nll, np.float64)
             counts += np.asarray(count, np.float64)
         return sums, counts

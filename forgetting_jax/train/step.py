@@ -58,13 +58,13 @@ def loss_sums(config: ModelConfig, params: dict, batch: dict,
     return nll_sum, jnp.sum(mask_RxL.astype(jnp.float32))
 
 
-def _model_params(trainable: Any, frozen: dict, lora: lora_lib.LoraSettings | None) -> dict:
+def _model_params(trainable: Any, frozen: Any, lora: lora_lib.LoraSettings | None) -> dict:
     if lora is None:
         return trainable
-    return lora_lib.attach(frozen["base"], trainable, frozen["seeds"])
+    return lora_lib.attach(frozen.base, trainable, frozen.seeds)
 
 
-def accumulate_gradients(grad_fn, trainable, frozen: dict, batch: dict, key: jax.Array, shardings):
+def accumulate_gradients(grad_fn, trainable, frozen: Any, batch: dict, key: jax.Array, shardings):
     """Sums of fp32 gradients, NLL and trained tokens over the A micro-batches of `batch`.
 
     grad_fn(trainable, frozen, micro, micro_key) -> ((nll, count), grads): one task's
@@ -100,7 +100,7 @@ class CompiledSteps:
     init_state(trainable) -> TrainState           (donates trainable)
     train_step(state, frozen, batch) -> (state, metrics)   (donates state)
     eval_step(state_params, frozen, batch) -> (nll_sum, count)
-    frozen: {} for full fine-tuning; {"base": params, "seeds": lora seeds} for LoRA.
+    frozen: {} for full fine-tuning; a train.lora.LoraFrozen (base params, dropout seeds) for LoRA.
     """
 
     def __init__(self, config: ModelConfig, settings: StepSettings, mesh: Mesh):
@@ -111,15 +111,14 @@ class CompiledSteps:
         self.base_shardings = tree_shardings(logical_axes(config), shapes, mesh)
         if settings.lora is None:
             self.trainable_shardings = self.base_shardings
-            self.frozen_shardings: dict = {}
+            self.frozen_shardings: Any = {}
             trainable_shapes = shapes
         else:
             factor_specs, seed_specs = lora_lib.logical_specs(config, settings.lora)
             factors, seeds = jax.eval_shape(
                 lambda: lora_lib.init_lora(config, settings.lora, jax.random.key(0)))
             self.trainable_shardings = tree_shardings(factor_specs, factors, mesh)
-            self.frozen_shardings = {"base": self.base_shardings,
-                                     "seeds": tree_shardings(seed_specs, seeds, mesh)}
+            self.frozen_shardings = lora_lib.LoraFrozen(self.base_shardings, tree_shardings(seed_specs, seeds, mesh))
             trainable_shapes = factors
         repl = replicated(mesh)
         opt_shapes = jax.eval_shape(self.optimizer.init, trainable_shapes)
@@ -145,7 +144,7 @@ class CompiledSteps:
         """The random key of optimizer step `step` (LoRA dropout): fold_in(seed, step)."""
         return jax.random.fold_in(jax.random.key(self.settings.seed), step)
 
-    def micro_loss(self, trainable, frozen: dict, micro: dict, micro_key: jax.Array):
+    def micro_loss(self, trainable, frozen: Any, micro: dict, micro_key: jax.Array):
         """(NLL sum, trained tokens) of one micro-batch [R, L]."""
         lora = self.settings.lora
         params = _model_params(trainable, frozen, lora)
@@ -164,13 +163,13 @@ class CompiledSteps:
                    "loss_tokens": count}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    def _train_step(self, state: TrainState, frozen: dict, batch: dict):
+    def _train_step(self, state: TrainState, frozen: Any, batch: dict):
         grad_fn = jax.value_and_grad(self.micro_loss, has_aux=True)
         grads, nll, count = accumulate_gradients(grad_fn, state.params, frozen, batch, self.step_key(state.step),
                                                  self.trainable_shardings)
         return self.apply_update(state, grads, nll, count)
 
-    def eval_body(self, trainable, frozen: dict, batch: dict):
+    def eval_body(self, trainable, frozen: Any, batch: dict):
         """(NLL sum, trained tokens) of one eval batch [R, L] (traced; `eval_step` is its jit)."""
         return self.micro_loss(trainable, frozen, batch, None)  # no dropout key: LoRA dropout off
 
@@ -179,11 +178,11 @@ class CompiledSteps:
         with activation_rules(self.mesh):
             return self._init(trainable)
 
-    def train_step(self, state: TrainState, frozen: dict, batch: dict):
+    def train_step(self, state: TrainState, frozen: Any, batch: dict):
         with activation_rules(self.mesh):
             return self._train(state, frozen, batch)
 
-    def eval_step(self, trainable, frozen: dict, batch: dict):
+    def eval_step(self, trainable, frozen: Any, batch: dict):
         with activation_rules(self.mesh):
             return self._eval(trainable, frozen, batch)
 
@@ -197,11 +196,17 @@ def compiled_steps(config: ModelConfig, settings: StepSettings, mesh: Mesh) -> C
     Fields that the computation never reads (special token ids, the position limit) are not
     part of the key, so models that differ only in them share one compilation.
     """
-    config = config.replace(bos_token_id=None, eos_token_id=None, pad_token_id=None, max_position_embeddings=0)
-    key = (config, settings, mesh)
+    key = compile_key(config, settings, mesh)
     if key not in _CACHE:
-        _CACHE[key] = CompiledSteps(config, settings, mesh)
+        _CACHE[key] = CompiledSteps(key[0], settings, mesh)
     return _CACHE[key]
+
+
+def compile_key(config: ModelConfig, settings: StepSettings, mesh: Mesh, *more: Any) -> tuple:
+    """(config without the fields the computation never reads, settings, mesh, *more): the key
+    under which compiled steps are cached (train/multitask.py adds P)."""
+    config = config.replace(bos_token_id=None, eos_token_id=None, pad_token_id=None, max_position_embeddings=0)
+    return (config, settings, mesh) + more
 
 
 def clear_cache() -> None:

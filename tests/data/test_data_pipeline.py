@@ -108,17 +108,6 @@ def test_last_batch_is_padded_with_empty_rows():
         batches.batch(batches.num_steps)
 
 
-def test_shards_split_each_global_batch():
-    examples = make_examples()
-    whole = PackedBatches(examples, config())
-    shards = [PackedBatches(examples, config(shard_index=i, num_shards=2)) for i in range(2)]
-    for step in range(whole.num_steps):
-        assert shards[0].row_indices(step) + shards[1].row_indices(step) == whole.row_indices(step)
-        assert shards[0].batch(step).tokens.shape == (2, 32)
-    with pytest.raises(ValueError):
-        PackedBatches(examples, config(num_shards=3))
-
-
 def test_examples_as_pairs_and_too_long_examples():
     pairs = [(e.ids, e.mask) for e in make_examples(n=4)]
     assert PackedBatches(pairs, config()).rows_per_epoch >= 1
@@ -148,9 +137,3 @@ def test_prefetcher_runs_ahead_passes_errors_and_stops():
         next(stream)
     assert list(Prefetcher(iter(range(3)), 1)) == [0, 1, 2]
     assert threading.active_count() < 20
-
-
-def test_transform_runs_in_the_prefetch_thread():
-    batches = PackedBatches(make_examples(n=6), config(num_epochs=1))
-    names = list(batches.iterate(0, transform=lambda b: threading.current_thread().name))
-    assert names and all(name != threading.current_thread().name for name in names)

@@ -12,7 +12,7 @@ from forgetting_jax.score.scorer import Scorer
 from forgetting_jax.train.base import base_model
 from forgetting_jax.train.finetune import finetune, plan_finetune
 from forgetting_jax.train.metrics import read_metrics
-from train_helpers import demo_config, make_hf_base, one_device
+from train_helpers import demo_config, demo_experiment, make_hf_base, one_device
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def hf_base(tmp_path_factory):
 def finished(hf_base, tmp_path_factory):
     """One finished fine-tuning run of the random-weight HF model on the demo task `add`."""
     workdir = str(tmp_path_factory.mktemp("work"))
-    config = demo_config(**{"model.base": "hf", "model.hf_dir": hf_base})
+    config = demo_experiment(**{"model.base": "hf", "model.hf_dir": hf_base})
     return config, workdir, finetune(config, workdir, "add", mesh=one_device())
 
 
@@ -58,11 +58,11 @@ def test_an_identical_run_is_reused_and_a_changed_setting_retrains(finished):
     assert again.reused and again.run_dir == first.run_dir and again.best_step == first.best_step
 
     base = base_model(config, workdir)
-    changed_lr = plan_finetune(demo_config(**{"model.base": "hf", "model.hf_dir": config.model.hf_dir,
+    changed_lr = plan_finetune(demo_experiment(**{"model.base": "hf", "model.hf_dir": config.model.hf_dir,
                                               "train.lr": 2e-3}), workdir, "add", base)
     assert changed_lr.fingerprint != first.fingerprint and not changed_lr.finished
 
-    changed = demo_config(**{"model.base": "hf", "model.hf_dir": config.model.hf_dir, "train.eval_every": 4})
+    changed = demo_experiment(**{"model.base": "hf", "model.hf_dir": config.model.hf_dir, "train.eval_every": 4})
     second = finetune(changed, workdir, "add", mesh=one_device())
     assert not second.reused and second.run_dir != first.run_dir
     assert sorted(val_losses(second.run_dir)) == [0, 4, 8]
@@ -113,7 +113,7 @@ def _leaves(tree):
 @pytest.mark.slow
 def test_lora_trains_adapters_and_exports_the_merged_model(finished, hf_base):
     _, workdir, full = finished
-    config = demo_config(**{"model.base": "hf", "model.hf_dir": hf_base, "train.method": "lora",
+    config = demo_experiment(**{"model.base": "hf", "model.hf_dir": hf_base, "train.method": "lora",
                             "train.lora.rank": 4, "train.lora.lr": 1e-2})
     result = finetune(config, workdir, "add", mesh=one_device())
     assert result.run_dir != full.run_dir
