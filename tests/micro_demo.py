@@ -17,7 +17,7 @@ compared with each other (parallel against one-at-a-time tasks) agree to float32
 
 import shutil
 
-from config_files import load_config
+from config_files import config_with
 
 TASKS = ("add", "uppercase", "parity")
 # Every field the micro demo changes in configs/demo.py, "section.field": value.
@@ -33,23 +33,10 @@ REPLAY = {"replay.test_tasks": REPLAY_TEST_TASKS, "replay.strategies": ("none", 
           "replay.k": 5, "replay.num_heldout": 15, "replay.online_fraction": 0.3}
 
 
-def _set(config, key, value):
-    *sections, field = key.split(".")
-    node = config
-    for section in sections:
-        node = node[section]
-    current = node[field]
-    node[field] = tuple(value) if isinstance(current, (tuple, list)) else type(current)(value)
-
-
 def micro_config(tasks=TASKS, **changes):
     """configs/demo.py shrunk by OVERRIDES and REPLAY, with data.tasks = `tasks`, then `changes`
     ({"section.field": value}, e.g. {"train.lr": 1e-4, "train.lora.rank": 4}) applied last."""
-    config = load_config("demo")
-    config.data.tasks = tuple(tasks)
-    for key, value in {**OVERRIDES, **REPLAY, **changes}.items():
-        _set(config, key, value)
-    return config
+    return config_with({**OVERRIDES, **REPLAY, "data.tasks": tuple(tasks), **changes})
 
 
 def micro_experiment(tasks=TASKS, **changes):

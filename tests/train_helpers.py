@@ -9,7 +9,7 @@ import jax
 from forgetting_jax.data.demo import tokenizer_path
 from forgetting_jax.train.mesh import make_mesh
 from tiny_hf import make_tiny_model
-from config_files import load_config
+from config_files import config_with
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.py")
@@ -27,17 +27,9 @@ def flags(section: str, values: dict) -> list[str]:
 
 def demo_config(**changes):
     """configs/demo.py with ARCH, TRAIN and PRETRAIN applied, then `changes` ({"train.lr": x})."""
-    config = load_config("demo")
-    config.model.update(ARCH)
-    config.train.update(TRAIN)
-    config.pretrain.update(PRETRAIN)
-    for key, value in changes.items():
-        section, field = key.rsplit(".", 1)
-        node = config
-        for part in section.split("."):
-            node = node[part]
-        node[field] = value
-    return config
+    preset = {f"{section}.{k}": v for section, values in (("model", ARCH), ("train", TRAIN), ("pretrain", PRETRAIN))
+              for k, v in values.items()}
+    return config_with({**preset, **changes})
 
 
 def demo_experiment(**changes):
