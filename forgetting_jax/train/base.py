@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Sequence
 
 import jax
 from jax.sharding import Mesh
@@ -153,7 +153,7 @@ def load_base_params(base: BaseModel, shardings: Any) -> Any:
     return ckpt_lib.restore_params(base.params_dir, ckpt_lib.abstract_tree(param_shapes(base.config), shardings))
 
 
-def pretrain(config: Experiment, workdir: str, mesh: Mesh | None = None, on_step: Callable[[int], None] | None = None
+def pretrain(config: Experiment, workdir: str, mesh: Mesh | None = None, hooks: Sequence[driver.Hook] = ()
              ) -> BaseModel:
     """Pre-trains the base model on config.pretrain.corpus (next-token loss on every token).
 
@@ -206,11 +206,11 @@ def pretrain(config: Experiment, workdir: str, mesh: Mesh | None = None, on_step
 
     run = driver.Run("pretrain", directory, make_batches(data["train"], batch_settings),
                      validation_rows(data["validation"], settings.eval_rows, settings.row_length,
-                                     int(pc.max_segments), int(pc.eval_every)), select_best=False)
+                                     int(pc.max_segments), int(pc.eval_every)), select_best=False, hooks=hooks)
     cadence = driver.Cadence(int(pc.steps), int(pc.eval_every), int(pc.save_every), int(pc.log_every))
     [(params, _)] = driver.train(driver.SingleTaskProgram(steps), [run], {}, init_trainable, cadence,
                                  flops_per_token(model_config, settings.row_length), peak_flops(mesh, pc),
-                                 "pretrain", on_step)
+                                 "pretrain")
     ckpt_lib.save_params(os.path.join(directory, "params"), params)
     driver.export_model(os.path.join(directory, "model"), arch, params,
                         base_config=start_from.hf_config if start_from is not None else None,

@@ -2,8 +2,11 @@
 
 Pre-training, fine-tuning, fine-tuning with replay and P tasks fine-tuned at once all run here.
 A `Program` is the compiled step of one task (`SingleTaskProgram`, train/step.py) or of P tasks
-vmapped over a task axis (`multitask.MultiTaskProgram`); the driver does the same bookkeeping for
-every run of the group, whatever P is:
+vmapped over a task axis (`multitask.MultiTaskProgram`), behind the same step signature. `train`
+reads top to bottom: setup and restore, one loop, the results. Each `Run` keeps its own
+bookkeeping (checkpoints, metrics log, validation, best step); what a run does besides training
+(replay's online probe, a test's interruption) is a `Hook`, called at its start and after each
+step. For every run of the group, whatever P is:
 
   resume       each run from its latest committed checkpoint (a damaged step falls back to the
                one before; train/checkpoints.py); runs that resume from different steps wait,
@@ -45,19 +48,33 @@ from forgetting_jax.utils.progress import progress_bar
 log = logging.getLogger("forgetting_jax.train")
 
 
+class Hook:
+    """Something a run does besides training, called by the loop; override what applies.
+
+    start(step, params_fn)       once, at the run's starting step (0, or the step it resumes from)
+    after_step(step, params_fn)  after each of the run's steps (`step`: steps done)
+    params_fn() gives the run's trainable parameters after `step` steps (taken only when called).
+    """
+
+    def start(self, step: int, params_fn: Callable[[], Any]) -> None:
+        pass
+
+    def after_step(self, step: int, params_fn: Callable[[], Any]) -> None:
+        pass
+
+
 @dataclasses.dataclass
 class Run:
-    """One run of a group: its directory, its data and how its result is chosen."""
+    """One run of a group and its bookkeeping: its directory, data, checkpoints, metrics log,
+    validation and best step (the driver calls these methods; nothing else writes them)."""
 
     name: str
     run_dir: str
     batches: Any  # .batch(step) -> PackedRows: the step's rows, a pure function of the step
     eval_rows: Sequence[PackedRows] = ()  # validation batches (host rows); empty: no validation
     select_best: bool = True  # the result is the lowest-validation-loss step (else the last)
-    # (step, params_fn): the starting step (fresh or resumed) and after every step; params_fn()
-    # gives the trained parameters after `step` steps
-    after_step: Callable[[int, Callable[[], Any]], None] | None = None
-    # Filled in by the driver.
+    hooks: Sequence[Hook] = ()
+    # Filled in by `open`.
     start: int = 0
     checkpoints: ckpt_lib.RunCheckpoints | None = None
     metrics: MetricsLog | None = None
@@ -70,6 +87,54 @@ class Run:
     @property
     def by_validation(self) -> bool:
         return self.evaluating and self.select_best
+
+    def open(self, abstract_state: TrainState, total: int) -> TrainState | None:
+        """Its checkpoints and metrics log; the state it resumes from (None: it starts fresh).
+        A damaged checkpoint step falls back to the one before (train/checkpoints.py)."""
+        self.checkpoints = ckpt_lib.RunCheckpoints(os.path.join(self.run_dir, "checkpoints"), self.by_validation)
+        resumed = self.checkpoints.restore_latest(abstract_state)
+        state = None
+        if resumed:
+            self.start, state, self.meta = resumed
+            log.info("%s: resuming from step %d of %d", self.name, self.start, total)
+        self.metrics = MetricsLog(os.path.join(self.run_dir, "metrics.jsonl"), self.start)
+        return state
+
+    def record_step(self, done: int, values: dict, slot: int, stats: Any, seconds: float, flops_per_token: float,
+                    peak_flops: float | None) -> None:
+        """One step's metrics line (`values`: the group's metrics [P], this run's at `slot`)."""
+        rate = stats.real_tokens / seconds
+        self.metrics.write({"step": done, "loss": float(values["loss"][slot]), "lr": float(values["lr"][slot]),
+                            "grad_norm": float(values["grad_norm"][slot]),
+                            "loss_tokens": int(values["loss_tokens"][slot]), "real_tokens": stats.real_tokens,
+                            "examples": stats.examples, "seconds": seconds, "tokens_per_second": rate,
+                            "mfu": rate * flops_per_token / peak_flops if peak_flops else None})
+
+    def validated(self, done: int, loss: float) -> bool:
+        """Records a validation loss; True when it is the best so far (and the result is chosen
+        by validation)."""
+        best = self.select_best and (self.meta["best_val_loss"] is None or loss < self.meta["best_val_loss"])
+        if best:
+            self.meta = {"best_step": done, "best_val_loss": loss}
+        self.metrics.write({"step": done, "val_loss": loss, "best": best})
+        log.info("%s: step %d validation loss %.4f%s", self.name, done, loss, " (best)" if best else "")
+        return best
+
+    def result(self, last: Callable[[], TrainState], abstract_state: TrainState, total: int) -> tuple[Any, dict]:
+        """(the selected trainable parameters, meta): its best step's (restored from its
+        checkpoint) when chosen by validation, else the last step's (`last()`)."""
+        self.checkpoints.wait()
+        best_step = self.meta.get("best_step")
+        if self.by_validation and best_step is not None and best_step != total:
+            return self.checkpoints.restore(best_step, abstract_state)[0].params, self.meta
+        return last().params, dict(self.meta, best_step=best_step or total)
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.checkpoints is not None:
+            self.checkpoints.wait()
+            self.checkpoints.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,26 +225,29 @@ def finish_record(directory: str, fp: str, inputs: dict, keep_checkpoints: bool,
 
 
 def train(program: Program, runs: Sequence[Run | None], frozen: Any, fresh: Callable[[], Any], cadence: Cadence,
-          flops_per_token: float, peak_flops: float | None, label: str,
-          on_step: Callable[[int], None] | None = None) -> list[tuple[Any, dict] | None]:
+          flops_per_token: float, peak_flops: float | None, label: str) -> list[tuple[Any, dict] | None]:
     """Runs (or resumes) every run of `runs` (one per slot of `program`; None: an idle slot).
 
-    fresh() gives the starting trainable parameters on the mesh. Returns per slot (the selected
-    trainable parameters, meta {"best_step", "best_val_loss"}), None for idle slots.
+    fresh() gives the starting trainable parameters on the mesh (called only when a run starts
+    fresh). Returns per slot (the selected trainable parameters, meta {"best_step",
+    "best_val_loss"}), None for idle slots.
     """
     if len(runs) != program.num_slots:
         raise ValueError(f"{len(runs)} runs for a program of {program.num_slots} slots")
     live = [(p, run) for p, run in enumerate(runs) if run is not None]
     total = cadence.total_steps
     try:
-        states = _start(program, runs, fresh, total)
+        # Setup and restore: each run from its latest checkpoint, or fresh.
+        states = program.init([None if run is None else run.open(program.abstract_state, total) for run in runs],
+                              fresh)
         first = min(run.start for _, run in live)
         group = _Group(program, runs, frozen, cadence, flops_per_token, peak_flops, label)
         if first == 0:
             group.validate(states, 0, only_fresh=True)
         for p, run in live:
-            if run.after_step is not None:
-                run.after_step(run.start, lambda p=p: program.take(states, p).params)
+            for hook in run.hooks:
+                hook.start(run.start, lambda p=p: program.take(states, p).params)
+        # The loop: one compiled step per iteration; its metrics are read after the next is dispatched.
         batches = Prefetcher(group.produce(first), 2)
         try:
             for step in range(first, total):
@@ -187,56 +255,25 @@ def train(program: Program, runs: Sequence[Run | None], frozen: Any, fresh: Call
                 states, step_metrics = program.step(states, frozen, batch, active)
                 group.dispatched(step, first, step_metrics, stats, active)
                 done = step + 1
-                last = done == total
-                evaluate = cadence.eval_every > 0 and (done % cadence.eval_every == 0 or last)
-                save = last or (cadence.save_every > 0 and done % cadence.save_every == 0)
+                evaluate = cadence.eval_every > 0 and (done % cadence.eval_every == 0 or done == total)
+                save = done == total or (cadence.save_every > 0 and done % cadence.save_every == 0)
                 if evaluate or save:
                     group.flush()
                     group.checkpoint(states, done, active, evaluate, save)
-                if on_step is not None:
-                    on_step(done)
                 for p, run in live:
-                    if run.after_step is not None and active[p]:
-                        run.after_step(done, lambda p=p: program.take(states, p).params)
+                    if active[p]:
+                        for hook in run.hooks:
+                            hook.after_step(done, lambda p=p: program.take(states, p).params)
             group.flush()
         finally:
             batches.close()
             group.close()
-        return [None if run is None else _result(program, states, p, run, total) for p, run in enumerate(runs)]
+        # The result of each run.
+        return [None if run is None else run.result(lambda p=p: program.take(states, p), program.abstract_state, total)
+                for p, run in enumerate(runs)]
     finally:
         for _, run in live:
-            if run.metrics is not None:
-                run.metrics.close()
-            if run.checkpoints is not None:
-                run.checkpoints.wait()
-                run.checkpoints.close()
-
-
-def _start(program: Program, runs: Sequence[Run | None], fresh: Callable[[], Any], total: int) -> Any:
-    """Each run's checkpoints, metrics log and starting state; the group's stacked states."""
-    states: list[TrainState | None] = []
-    for run in runs:
-        if run is None:
-            states.append(None)
-            continue
-        run.checkpoints = ckpt_lib.RunCheckpoints(os.path.join(run.run_dir, "checkpoints"), run.by_validation)
-        resumed = run.checkpoints.restore_latest(program.abstract_state)  # damaged steps: the one before
-        if resumed:
-            run.start, state, run.meta = resumed
-            log.info("%s: resuming from step %d of %d", run.name, run.start, total)
-            states.append(state)
-        else:
-            states.append(None)
-        run.metrics = MetricsLog(os.path.join(run.run_dir, "metrics.jsonl"), run.start)
-    return program.init(states, fresh)
-
-
-def _result(program: Program, states: Any, p: int, run: Run, total: int) -> tuple[Any, dict]:
-    run.checkpoints.wait()
-    best_step = run.meta.get("best_step")
-    if run.by_validation and best_step is not None and best_step != total:
-        return run.checkpoints.restore(best_step, program.abstract_state)[0].params, run.meta
-    return program.take(states, p).params, dict(run.meta, best_step=best_step or total)
+            run.close()
 
 
 class _Group:
@@ -284,13 +321,8 @@ class _Group:
         for p, run in enumerate(self.runs):
             if run is None or not active[p]:
                 continue
-            rate = stats[p].real_tokens / seconds
             tokens += stats[p].real_tokens
-            run.metrics.write({"step": done, "loss": float(values["loss"][p]), "lr": float(values["lr"][p]),
-                               "grad_norm": float(values["grad_norm"][p]),
-                               "loss_tokens": int(values["loss_tokens"][p]), "real_tokens": stats[p].real_tokens,
-                               "examples": stats[p].examples, "seconds": seconds, "tokens_per_second": rate,
-                               "mfu": rate * self.flops / self.peak if self.peak else None})
+            run.record_step(done, values, p, stats[p], seconds, self.flops, self.peak)
         loss = float(np.mean(values["loss"][active]))
         self.window["tokens"] += tokens
         self.window["seconds"] += seconds
@@ -328,13 +360,7 @@ class _Group:
             if run is None or not active[p]:
                 continue
             loss = losses[p]
-            best = False
-            if loss is not None:
-                best = run.select_best and (run.meta["best_val_loss"] is None or loss < run.meta["best_val_loss"])
-                if best:
-                    run.meta = {"best_step": done, "best_val_loss": loss}
-                run.metrics.write({"step": done, "val_loss": loss, "best": best})
-                log.info("%s: step %d validation loss %.4f%s", run.name, done, loss, " (best)" if best else "")
+            best = loss is not None and run.validated(done, loss)
             if save or best:
                 run.checkpoints.save(done, self.program.take(states, p), run.meta,
                                      loss if run.by_validation else None)

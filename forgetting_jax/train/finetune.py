@@ -24,6 +24,7 @@ trained at once) are not part of the fingerprint.
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from typing import Any, Callable, Sequence
 
@@ -42,6 +43,7 @@ from forgetting_jax.train.recipe import (check_lengths, check_tokens, mixed_sett
                                          step_settings)
 from forgetting_jax.train.step import compiled_steps, flops_per_token
 from forgetting_jax.utils.fingerprint import fingerprint, task_filename
+from forgetting_jax.utils.runtime import barrier, is_main
 
 log = logging.getLogger("forgetting_jax.train")
 
@@ -107,11 +109,11 @@ def plan_finetune(config: Experiment, workdir: str, task: str, base: BaseModel, 
 
 
 def finetune(config: Experiment, workdir: str, task: str, base: BaseModel | None = None, mesh: Mesh | None = None,
-             on_step: Callable[[int], None] | None = None, mixture: Any | None = None,
+             hooks: Sequence[driver.Hook] = (), mixture: Any | None = None,
              plan: FinetunePlan | None = None, export: bool = True) -> RunResult:
     """Fine-tunes the base model on `task` (config.train), or reuses the finished identical run.
 
-    base: the result of `base_model` (computed when None). on_step(step) runs after every step.
+    base: the result of `base_model` (computed when None). hooks: train/driver.py Hooks of the run.
     plan: `plan_finetune`'s result when the caller has it (the task's data is read once).
     export: write the result as an HF directory (model/); else it is only in RunResult.params.
     mixture: other examples in the task's batches (replay/mixture.py `ReplayMixture`), an object with
@@ -127,13 +129,19 @@ def finetune(config: Experiment, workdir: str, task: str, base: BaseModel | None
     base = base_model(config, workdir, mesh) if base is None else base
     plan = plan or plan_finetune(config, workdir, task, base, mixture)
     reused = _reused(plan, started)
-    if reused is not None:
+    if reused is not None and (reused.model_dir is not None or not export):
         return reused
+    if reused is not None:  # finished by a matrix run that did not keep its model (matrix.keep_models off)
+        log.warning("task %s: the finished run %s kept no model/; training it again to export one", task,
+                    plan.run_dir)
+        if is_main():
+            shutil.rmtree(plan.run_dir, ignore_errors=True)
+        barrier(f"cleared {plan.fingerprint}")
     others = [d for d in _listdir(os.path.dirname(plan.run_dir)) if d != plan.fingerprint]
     if others:
         log.info("task %s: %d run(s) with other settings exist (%s); training a new one in %s", task, len(others),
                  ", ".join(others[:3]), plan.run_dir)
-    return _train(config, [plan], base, mesh, 1, started, export, on_step, mixture)[0]
+    return _train(config, [plan], base, mesh, 1, started, export, hooks, mixture)[0]
 
 
 def finetune_group(config: Experiment, workdir: str, tasks: Sequence[str], base: BaseModel, mesh: Mesh,
@@ -175,7 +183,7 @@ def _reused(plan: FinetunePlan, started: float) -> RunResult | None:
 
 
 def _train(config: Any, plans: list[FinetunePlan], base: BaseModel, mesh: Mesh, num_slots: int, started: float,
-           export: bool, on_step: Callable[[int], None] | None = None, mixture: Any | None = None
+           export: bool, hooks: Sequence[driver.Hook] = (), mixture: Any | None = None
            ) -> list[RunResult]:
     """Trains `plans` (at most num_slots) in one group: one task's compiled step for a single
     slot, the P-task step (train/multitask.py) otherwise."""
@@ -214,15 +222,13 @@ def _train(config: Any, plans: list[FinetunePlan], base: BaseModel, mesh: Mesh, 
         driver.run_record(plan.run_dir, plan.inputs)
         data = plan.examples
         if mixture is None:
-            batches, after_step = make_batches(data["train"], batch_settings), None
+            batches, run_hooks = make_batches(data["train"], batch_settings), list(hooks)
         else:
             batches = mixture.batches(data["train"], batch_settings, plan.run_dir)
-
-            def after_step(done: int, trainable_fn: Callable[[], Any]) -> None:
-                mixture.after_step(done, lambda: full_params(trainable_fn()))
+            run_hooks = [_MixtureHook(mixture, full_params), *hooks]
         eval_rows = validation_rows(data["validation"], settings.eval_rows, settings.row_length,
                                     int(tc.max_segments), int(tc.eval_every))
-        runs.append(driver.Run(f"finetune {plan.task}", plan.run_dir, batches, eval_rows, True, after_step))
+        runs.append(driver.Run(f"finetune {plan.task}", plan.run_dir, batches, eval_rows, True, run_hooks))
     runs += [None] * (num_slots - len(plans))
     if num_slots == 1:
         data = plans[0].examples
@@ -238,9 +244,23 @@ def _train(config: Any, plans: list[FinetunePlan], base: BaseModel, mesh: Mesh, 
     cadence = driver.Cadence(int(tc.steps), int(tc.eval_every), int(tc.save_every), int(tc.log_every))
     outcomes = driver.train(program, runs, frozen, fresh, cadence,
                             flops_per_token(model_config, settings.row_length, trainable_fraction),
-                            peak_flops(mesh, tc), label, on_step)
+                            peak_flops(mesh, tc), label)
     return [_finish(tc, plan, full_params(params), meta, base, export, started)
             for plan, (params, meta) in zip(plans, outcomes)]
+
+
+class _MixtureHook(driver.Hook):
+    """A replay mixture's `after_step(step, params_fn)` (replay/mixture.py), called at the run's
+    start and after each step with the full model parameters (LoRA merged)."""
+
+    def __init__(self, mixture: Any, full_params: Callable[[Any], Any]):
+        self.mixture, self.full_params = mixture, full_params
+
+    def start(self, step: int, params_fn: Callable[[], Any]) -> None:
+        self.after_step(step, params_fn)
+
+    def after_step(self, step: int, params_fn: Callable[[], Any]) -> None:
+        self.mixture.after_step(step, lambda: self.full_params(params_fn()))
 
 
 def _finish(tc: Any, plan: FinetunePlan, params: Any, meta: dict, base: BaseModel, export: bool,

@@ -41,7 +41,8 @@ from forgetting_jax.train.driver import empty_rows
 from forgetting_jax.train.mesh import AXES, BATCH_AXES, device_array, mesh_devices, mesh_shape
 from forgetting_jax.train.partitioning import activation_rules
 from forgetting_jax.train.state import TrainState
-from forgetting_jax.train.step import BATCH_FIELDS, CompiledSteps, StepSettings, accumulate_gradients, compile_key
+from forgetting_jax.train.step import (BATCH_FIELDS, CompiledSteps, StepSettings, accumulate_gradients, apply_update,
+                                       compile_key, eval_step, micro_loss, step_key)
 
 log = logging.getLogger("forgetting_jax.train")
 
@@ -91,7 +92,8 @@ class MultiTaskSteps:
         batch_sh = {k: self.batch_sharding for k in BATCH_FIELDS}
         eval_sh = {k: self.eval_batch_sharding for k in BATCH_FIELDS}
         self.trainable_shardings = _stacked(mesh, single.trainable_shardings)
-        evaluate = jax.vmap(single.eval_body, in_axes=(0, None, 0), spmd_axis_name=TASK_AXIS)
+        evaluate = jax.vmap(functools.partial(eval_step, config, settings), in_axes=(0, None, 0),
+                            spmd_axis_name=TASK_AXIS)
 
         def train_step(states, frozen, batch, active_P):
             updated, metrics = self._train_step(states, frozen, batch)
@@ -126,13 +128,15 @@ class MultiTaskSteps:
         `accumulate_gradients`), and a micro-batch is skipped when it holds no trained token in any
         task (vmapping the whole one-task step would turn its skip into a select that computes
         every micro-batch)."""
-        single = self.single
+        single, settings = self.single, self.settings
         vmap = functools.partial(jax.vmap, spmd_axis_name=TASK_AXIS)
-        grad_fn = vmap(jax.value_and_grad(single.micro_loss, has_aux=True), in_axes=(0, None, 0, 0))
+        loss = functools.partial(micro_loss, single.config, settings.lora)
+        grad_fn = vmap(jax.value_and_grad(loss, has_aux=True), in_axes=(0, None, 0, 0))
         micro_first = {k: jnp.swapaxes(v, 0, 1) for k, v in batch.items()}  # [A, P, R, L]
-        grads, nll, count = accumulate_gradients(grad_fn, states.params, frozen, micro_first,
-                                                 vmap(single.step_key)(states.step), self.trainable_shardings)
-        return vmap(single.apply_update)(states, grads, nll, count)
+        keys = vmap(functools.partial(step_key, settings.seed))(states.step)
+        grads, nll, count = accumulate_gradients(grad_fn, states.params, frozen, micro_first, keys,
+                                                 self.trainable_shardings)
+        return vmap(functools.partial(apply_update, single.optimizer, single.schedule))(states, grads, nll, count)
 
     def init_state(self, trainable) -> TrainState:
         with activation_rules(self.mesh):

@@ -12,6 +12,7 @@ fine-tuning many tasks of the same shape compiles once.
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -64,6 +65,50 @@ def _model_params(trainable: Any, frozen: Any, lora: lora_lib.LoraSettings | Non
     return lora_lib.attach(frozen.base, trainable, frozen.seeds)
 
 
+def step_key(seed: int, step: jax.Array) -> jax.Array:
+    """The random key of optimizer step `step` (LoRA dropout): fold_in(key(seed), step)."""
+    return jax.random.fold_in(jax.random.key(seed), step)
+
+
+def micro_loss(config: ModelConfig, lora: lora_lib.LoraSettings | None, trainable: Any, frozen: Any, micro: dict,
+               micro_key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """(NLL sum, trained tokens) of one micro-batch [R, L] (micro_key None: LoRA dropout off)."""
+    params = _model_params(trainable, frozen, lora)
+    if lora is None:
+        return loss_sums(config, params, micro)
+    with lora_lib.lora_branches(lora, micro_key):
+        return loss_sums(config, params, micro)
+
+
+def apply_update(optimizer: optax.GradientTransformation, schedule: Any, state: TrainState, grads: Any,
+                 nll: jax.Array, count: jax.Array) -> tuple[TrainState, dict]:
+    """The optimizer step of one task from its summed fp32 gradients, NLL and token count."""
+    denom = jnp.maximum(count, 1.0)
+    grads = jax.tree.map(lambda g: g / denom, grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": nll / denom, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
+               "loss_tokens": count}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def train_step(config: ModelConfig, settings: StepSettings, optimizer: optax.GradientTransformation, schedule: Any,
+               trainable_shardings: Any, state: TrainState, frozen: Any, batch: dict) -> tuple[TrainState, dict]:
+    """One optimizer step of one task on a batch [A, R, L]: the gradients of its A micro-batches
+    summed (`accumulate_gradients`), then the update. Pure: jit it with the first five arguments
+    bound (CompiledSteps does)."""
+    loss = functools.partial(micro_loss, config, settings.lora)
+    grads, nll, count = accumulate_gradients(jax.value_and_grad(loss, has_aux=True), state.params, frozen, batch,
+                                             step_key(settings.seed, state.step), trainable_shardings)
+    return apply_update(optimizer, schedule, state, grads, nll, count)
+
+
+def eval_step(config: ModelConfig, settings: StepSettings, trainable: Any, frozen: Any,
+              batch: dict) -> tuple[jax.Array, jax.Array]:
+    """(NLL sum, trained tokens) of one eval batch [R, L], dropout off. Pure, like `train_step`."""
+    return micro_loss(config, settings.lora, trainable, frozen, batch, None)
+
+
 def accumulate_gradients(grad_fn, trainable, frozen: Any, batch: dict, key: jax.Array, shardings):
     """Sums of fp32 gradients, NLL and trained tokens over the A micro-batches of `batch`.
 
@@ -98,8 +143,8 @@ class CompiledSteps:
     """Shardings, optimizer and jit-compiled functions of one (model, settings, mesh).
 
     init_state(trainable) -> TrainState           (donates trainable)
-    train_step(state, frozen, batch) -> (state, metrics)   (donates state)
-    eval_step(state_params, frozen, batch) -> (nll_sum, count)
+    train_step(state, frozen, batch) -> (state, metrics)   the module's `train_step` (donates state)
+    eval_step(state_params, frozen, batch) -> (nll_sum, count)   the module's `eval_step`
     frozen: {} for full fine-tuning; a train.lora.LoraFrozen (base params, dropout seeds) for LoRA.
     """
 
@@ -134,44 +179,13 @@ class CompiledSteps:
         eval_sh = {k: self.eval_batch_sharding for k in BATCH_FIELDS}
         self._init = jax.jit(lambda p: TrainState.create(p, self.optimizer), in_shardings=(self.trainable_shardings,),
                              out_shardings=self.state_shardings, donate_argnums=(0,))
-        self._train = jax.jit(self._train_step, in_shardings=(self.state_shardings, self.frozen_shardings, batch_sh),
+        train = functools.partial(train_step, config, settings, self.optimizer, self.schedule,
+                                  self.trainable_shardings)
+        self._train = jax.jit(train, in_shardings=(self.state_shardings, self.frozen_shardings, batch_sh),
                               out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
-        self._eval = jax.jit(self.eval_body, in_shardings=(self.trainable_shardings, self.frozen_shardings, eval_sh),
+        self._eval = jax.jit(functools.partial(eval_step, config, settings),
+                             in_shardings=(self.trainable_shardings, self.frozen_shardings, eval_sh),
                              out_shardings=(repl, repl))
-
-    # Traced bodies: one task. The P-task step (train/multitask.py) vmaps these same pieces. ----
-    def step_key(self, step: jax.Array) -> jax.Array:
-        """The random key of optimizer step `step` (LoRA dropout): fold_in(seed, step)."""
-        return jax.random.fold_in(jax.random.key(self.settings.seed), step)
-
-    def micro_loss(self, trainable, frozen: Any, micro: dict, micro_key: jax.Array):
-        """(NLL sum, trained tokens) of one micro-batch [R, L]."""
-        lora = self.settings.lora
-        params = _model_params(trainable, frozen, lora)
-        if lora is None:
-            return loss_sums(self.config, params, micro)
-        with lora_lib.lora_branches(lora, micro_key):
-            return loss_sums(self.config, params, micro)
-
-    def apply_update(self, state: TrainState, grads, nll: jax.Array, count: jax.Array):
-        """The optimizer step of one task from its summed fp32 gradients, NLL and token count."""
-        denom = jnp.maximum(count, 1.0)
-        grads = jax.tree.map(lambda g: g / denom, grads)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": nll / denom, "grad_norm": optax.tree.norm(grads), "lr": self.schedule(state.step),
-                   "loss_tokens": count}
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-    def _train_step(self, state: TrainState, frozen: Any, batch: dict):
-        grad_fn = jax.value_and_grad(self.micro_loss, has_aux=True)
-        grads, nll, count = accumulate_gradients(grad_fn, state.params, frozen, batch, self.step_key(state.step),
-                                                 self.trainable_shardings)
-        return self.apply_update(state, grads, nll, count)
-
-    def eval_body(self, trainable, frozen: Any, batch: dict):
-        """(NLL sum, trained tokens) of one eval batch [R, L] (traced; `eval_step` is its jit)."""
-        return self.micro_loss(trainable, frozen, batch, None)  # no dropout key: LoRA dropout off
 
     # Calls (always under the mesh and the logical rules, so traces agree) ------------------------
     def init_state(self, trainable) -> TrainState:
@@ -179,10 +193,12 @@ class CompiledSteps:
             return self._init(trainable)
 
     def train_step(self, state: TrainState, frozen: Any, batch: dict):
+        """The module's `train_step`, compiled (donates state)."""
         with activation_rules(self.mesh):
             return self._train(state, frozen, batch)
 
     def eval_step(self, trainable, frozen: Any, batch: dict):
+        """The module's `eval_step`, compiled."""
         with activation_rules(self.mesh):
             return self._eval(trainable, frozen, batch)
 

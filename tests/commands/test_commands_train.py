@@ -52,6 +52,14 @@ def test_pretrain_then_finetune_on_the_demo_config(tmp_path, capsys):
     assert os.path.isfile(os.path.join(os.path.dirname(model_dir), "metrics.jsonl"))
     assert len(os.listdir(os.path.join(workdir, "base"))) == 1  # the finished base was reused
 
+    # A run finished without its model (as `run` leaves it without matrix.keep_models): finetune
+    # trains it again and exports it.
+    import shutil
+
+    shutil.rmtree(model_dir)
+    assert run_cli("finetune", *TINY, f"--workdir={workdir}", "--task=add") == 0
+    assert printed_dir(capsys) == model_dir and os.path.isfile(os.path.join(model_dir, "config.json"))
+
 
 def test_both_commands_on_a_random_weight_hf_directory(tmp_path, capsys):
     hf_dir = make_hf_base(str(tmp_path / "hf"))

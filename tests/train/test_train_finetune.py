@@ -9,6 +9,7 @@ import pytest
 
 from forgetting_jax.models.loading import load_model
 from forgetting_jax.score.scorer import Scorer
+from forgetting_jax.train import driver
 from forgetting_jax.train.base import base_model
 from forgetting_jax.train.finetune import finetune, plan_finetune
 from forgetting_jax.train.metrics import read_metrics
@@ -78,12 +79,13 @@ def test_a_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(finished,
     config, _, uninterrupted = finished
     workdir = str(tmp_path)
 
-    def kill_after_five(step):
-        if step == 5:
-            raise Killed
+    class KillAfterFive(driver.Hook):
+        def after_step(self, step, params_fn):
+            if step == 5:
+                raise Killed
 
     with pytest.raises(Killed):
-        finetune(config, workdir, "add", mesh=one_device(), on_step=kill_after_five)
+        finetune(config, workdir, "add", mesh=one_device(), hooks=[KillAfterFive()])
     run_dir = os.path.join(workdir, "tasks", "add", uninterrupted.fingerprint)
     assert not os.path.exists(os.path.join(run_dir, "fingerprint.json"))
     assert "4" in os.listdir(os.path.join(run_dir, "checkpoints"))  # saved every 2 steps: resumes from 4
