@@ -35,7 +35,7 @@ class ModelSettings:
     dtype           compute dtype of matrix products (bfloat16)
     remat_policy    none | full | dots | dots_no_batch (activation checkpointing per layer)
     scan_layers     True: one compiled layer body scanned over depth; False: the layers unrolled;
-                    None: by backend (`scan_unroll`: unrolled on GPUs, scanned elsewhere)
+                    None: by backend (models.config.scan_unroll: unrolled on GPUs, scanned elsewhere)
     logits_chunks   token chunks of the vocabulary projection
     attention_impl  auto | xla | cudnn (models/attention.py; auto: cuDNN on GPUs where it applies)
     """
