@@ -13,6 +13,7 @@ flag in the process.
 import importlib
 import os
 import re
+import signal
 import sys
 import textwrap
 
@@ -210,15 +211,48 @@ def run(argv: list[str] | None = None) -> None:
         return module.main(main_argv)
 
     try:
+        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (an embedding program's worker): its own handling stays
+        previous_handler = None
+    try:
         app.run(main, argv=command_argv, flags_parser=lambda args: _parse_flags(name, args))
     except (AttributeError, KeyError) as err:
         if started:  # raised by the command itself, not by the parsing of its flags
             raise
         _unknown_override(name, argv[2:], err)
+    except KeyboardInterrupt:
+        _stopped(name, "interrupted (Ctrl-C)", 130)
+    except Terminated:
+        _stopped(name, "terminated (SIGTERM)", 143)
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         sys.argv = saved_argv
         for flag_name in [n for n in flags.FLAGS if n.startswith("config.")]:
             delattr(flags.FLAGS, flag_name)  # defined by this run's overrides; the next run redefines them
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler's preemption, `kill`): unwinds like Ctrl-C, so that open
+    files, checkpoints and the workspace lock are closed on the way out."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _stopped(name: str, how: str, code: int) -> None:
+    """One line saying what an interrupted command kept and how to go on; exits with `code`."""
+    from absl import flags
+
+    workdir = flags.FLAGS["workdir"].value if "workdir" in flags.FLAGS else None
+    if workdir:
+        kept = (f"everything finished in {workdir} is kept (base model, fine-tuning runs, rows, base scores) and "
+                "a run in progress resumes from its latest checkpoint: rerun the same command to go on")
+    else:
+        kept = "its output was not written (outputs are written whole, at the end): rerun the command"
+    print(f"forgetting-jax {name}: {how}; {kept}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 def _parse_flags(name: str, argv: list[str]) -> list[str]:
@@ -242,14 +276,23 @@ def _parse_flags(name: str, argv: list[str]) -> list[str]:
 
 
 def _unknown_override(name: str, args: list[str], err: BaseException) -> None:
-    """A `--config.a.b=v` naming no field of the config: one clear line instead of a traceback."""
-    field = str(err).strip("\"'")
+    """A `--config.a.b=v` naming no section or field of the config: one clear line (with
+    ml_collections' suggestion, when it has one) instead of a traceback."""
+    message = err
+    while isinstance(message, BaseException) and message.args:  # KeyError(msg), AttributeError(KeyError(msg))
+        message = message.args[0]
+    first, _, rest = str(message).partition("\n")
+    field = first.strip().strip("\"'")
+    suggested = re.search(r'Did you mean "([^"]+)"', rest)
     overrides = [a.split("=", 1)[0] for a in args if a.startswith("--config.")]
     culprit = next((a for a in overrides if field in a.split(".")[1:]), None)
     if culprit is None:
         raise err
-    section = culprit.split(".")[1:-1]
-    where = "the config" if not section else "config." + ".".join(section)
-    print(f"forgetting-jax {name}: error: {culprit}: {where} has no field {field!r} (sections and fields: "
-          f"forgetting_jax/experiment/sections.py; `forgetting-jax {name} --help`)", file=sys.stderr, flush=True)
+    parts = culprit[len("--config."):].split(".")
+    index = parts.index(field)
+    where = "the config" if index == 0 else "config." + ".".join(parts[:index])
+    what = "section" if index < len(parts) - 1 else "field"
+    hint = f"; did you mean {suggested.group(1)!r}?" if suggested else ""
+    print(f"forgetting-jax {name}: error: {culprit}: {where} has no {what} {field!r}{hint} (the sections and their "
+          "fields: forgetting_jax/experiment/sections.py)", file=sys.stderr, flush=True)
     sys.exit(2)
