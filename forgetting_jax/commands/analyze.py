@@ -27,9 +27,10 @@ REQUIRED = ("matrix", "output")  # listed as required by --help
 
 
 def main(argv) -> None:
-    from forgetting_jax.commands.common import check_args, fail, reported_errors, setup_logging
+    from forgetting_jax.commands.common import check_args, check_path, fail, reported_errors, setup_logging
 
     check_args("analyze", argv, REQUIRED)
+    check_path("analyze", "output", FLAGS.output, "directory")
     if FLAGS.max_rank < 1:
         fail("analyze", "--max_rank must be at least 1", 2)
     from forgetting_jax.analysis.analyze import analyze_matrix

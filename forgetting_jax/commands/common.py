@@ -53,6 +53,41 @@ def check_args(command: str, argv: Sequence[str], required: Sequence[str] = ()) 
             fail(command, f"--{name} is required", 2)
 
 
+def _nearest_existing(path: str) -> str:
+    """`path` or its nearest ancestor that exists."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def path_problem(path: str, kind: str) -> str | None:
+    """Why `path` cannot be written as a `kind` ("file" or "directory"), or None: a directory where
+    a file is wanted (or the reverse), a parent that is a file, a place without write permission
+    (or on a read-only filesystem). Checked before any work, so a long run never fails at its end."""
+    if kind == "file" and os.path.isdir(path):
+        return "it is a directory; name a file"
+    if kind == "directory" and os.path.exists(path) and not os.path.isdir(path):
+        return "it is a file, not a directory"
+    if os.path.exists(path):
+        where = path if kind == "directory" else os.path.dirname(os.path.abspath(path))
+        return None if os.access(where, os.W_OK | os.X_OK) else f"{where} cannot be written (permission denied)"
+    ancestor = _nearest_existing(os.path.dirname(os.path.abspath(path)))
+    if not os.path.isdir(ancestor):
+        return f"{ancestor} is a file, so {path} cannot be created"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{ancestor} cannot be written (permission denied), so {path} cannot be created"
+    return None
+
+
+def check_path(command: str, flag: str, path: str, kind: str) -> None:
+    """Fails in one line (status 2) naming the flag, the path and the reason when `path` cannot be
+    written as a `kind` (see `path_problem`)."""
+    problem = path_problem(path, kind)
+    if problem is not None:
+        fail(command, f"--{flag}={path}: {problem}", 2)
+
+
 def start_file_command(command: str, argv: Sequence[str], required: Sequence[str], output: str,
                        suffix: str) -> None:
     """The start of a command that reads a model and a data file and writes one `suffix` file
@@ -61,6 +96,7 @@ def start_file_command(command: str, argv: Sequence[str], required: Sequence[str
     check_args(command, argv, required)
     if not output.endswith(suffix):
         fail(command, f"--output={output}: the output must be a {suffix} file", 2)
+    check_path(command, "output", output, "file")
     setup_logging()
     from forgetting_jax.utils.runtime import setup_process
 
@@ -83,8 +119,10 @@ def _expected_errors() -> tuple[type, ...]:
     from forgetting_jax.models.hf_checkpoint import CheckpointError
     from forgetting_jax.utils.lock import WorkspaceLocked
 
+    # OSError: a file that cannot be read or written (permission, a read-only filesystem, no space),
+    # its message naming the file.
     return (DataError, ConfigError, CheckpointError, MatrixFileError, WorkspaceLocked, ValueError,
-            FileNotFoundError, KeyError)
+            OSError, KeyError)
 
 
 @contextlib.contextmanager
@@ -107,6 +145,7 @@ def run_experiment(command: str, argv: Sequence[str], body: Callable[[Any], Any]
 
     experiment = check_experiment_args(command, argv)
     check_args(command, argv, required)
+    check_path(command, "workdir", flags.FLAGS.workdir, "directory")
     setup_logging()
     from forgetting_jax.utils.runtime import setup_process
     from forgetting_jax.utils.lock import workspace_lock

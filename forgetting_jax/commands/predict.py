@@ -72,9 +72,10 @@ def _fail(message: str) -> None:
 
 
 def main(argv) -> None:
-    from forgetting_jax.commands.common import check_args
+    from forgetting_jax.commands.common import check_args, check_path
 
     check_args("predict", argv, REQUIRED)
+    check_path("predict", "output", FLAGS.output, "file")
     if (FLAGS.test_tasks is None) == (FLAGS.test_fraction is None):
         _fail("give exactly one of --test_tasks and --test_fraction")
     from forgetting_jax.commands.common import setup_logging
