@@ -108,8 +108,9 @@ def model_and_data_errors() -> tuple[type, ...]:
     from forgetting_jax.data.errors import DataError
     from forgetting_jax.models.config import ConfigError
     from forgetting_jax.models.hf_checkpoint import CheckpointError
+    from forgetting_jax.models.safetensors_io import SafetensorsError
 
-    return (DataError, ConfigError, CheckpointError, FileNotFoundError)
+    return (DataError, ConfigError, CheckpointError, SafetensorsError, OSError)
 
 
 def _expected_errors() -> tuple[type, ...]:

@@ -185,19 +185,27 @@ def params_from_tensors(config: ModelConfig, get: Callable[[str], np.ndarray], n
             raise CheckpointError(f"{where}: tensor {name!r} has shape {array.shape}, the config implies {shape}")
         return array.astype(dtype)
 
+    def converted(kind: str, name: str, shape: tuple) -> np.ndarray:
+        array = fetch(name)
+        try:
+            return _to_ours(kind, array, shape)
+        except ValueError:
+            raise CheckpointError(f"{where}: tensor {name!r} has shape {array.shape}, which does not fit the shape "
+                                  f"{shape} that config.json implies (weights of another model size?)") from None
+
     params: dict = {}
     for entry in layout(config):
         shape = tuple(_get(shapes, entry.path).shape)
         if entry.per_layer:
-            stacked = [_to_ours(entry.kind, fetch(entry.hf_name.format(i=i)), shape[1:]) for i in range(L)]
+            stacked = [converted(entry.kind, entry.hf_name.format(i=i), shape[1:]) for i in range(L)]
             _set(params, entry.path, check(np.stack(stacked), shape, entry.hf_name))
         else:
-            _set(params, entry.path, check(_to_ours(entry.kind, fetch(entry.hf_name), shape), shape, entry.hf_name))
+            _set(params, entry.path, check(converted(entry.kind, entry.hf_name, shape), shape, entry.hf_name))
     if config.family == "gpt_neox":
         N, H, D = config.num_heads, config.head_dim, config.hidden_size
         name = "gpt_neox.layers.{i}.attention.query_key_value"
-        w = np.stack([fetch(name.format(i=i) + ".weight").reshape(N, 3, H, D) for i in range(L)])
-        b = np.stack([fetch(name.format(i=i) + ".bias").reshape(N, 3, H) for i in range(L)])
+        w = np.stack([converted("reshape", name.format(i=i) + ".weight", (N, 3, H, D)) for i in range(L)])
+        b = np.stack([converted("reshape", name.format(i=i) + ".bias", (N, 3, H)) for i in range(L)])
         for j, part in enumerate("qkv"):
             _set(params, ("layers", "attn", part, "kernel"), w[:, :, j].transpose(0, 3, 1, 2).astype(dtype))
             _set(params, ("layers", "attn", part, "bias"), b[:, :, j].astype(dtype))

@@ -34,12 +34,22 @@ class SafetensorsFile:
         self._file = open(path, "rb")
         try:
             (size,) = struct.unpack("<Q", self._file.read(8))
+            if size > os.path.getsize(path) - 8:
+                raise SafetensorsError(f"{path}: its header claims {size:,} bytes but the file has "
+                                       f"{os.path.getsize(path):,}: truncated or not a safetensors file")
             self.header = json.loads(self._file.read(size))
+        except SafetensorsError:
+            self._file.close()
+            raise
         except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as err:
             self._file.close()
             raise SafetensorsError(f"{path}: not a safetensors file ({err})") from None
         self.header.pop("__metadata__", None)
         self._start = 8 + size
+        problem = _layout_problem(self.header, os.path.getsize(path) - self._start)
+        if problem is not None:
+            self._file.close()
+            raise SafetensorsError(f"{path}: {problem}")
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if os.path.getsize(path) else None
 
     def names(self) -> list[str]:
@@ -57,6 +67,24 @@ class SafetensorsFile:
     def close(self):
         self._map = None
         self._file.close()
+
+
+def _layout_problem(header: dict, data_bytes: int) -> str | None:
+    """What is wrong with the tensors' byte ranges (past the end of the file: truncated; not the
+    size their dtype and shape need), or None."""
+    for name, info in header.items():
+        try:
+            begin, end = (int(x) for x in info["data_offsets"])
+            itemsize = _DTYPES[info["dtype"]].itemsize if info["dtype"] in _DTYPES else None
+            count = int(np.prod(info["shape"], dtype=np.int64))
+        except (KeyError, TypeError, ValueError):
+            return f"tensor {name!r} has a malformed header entry {info!r}"
+        if end > data_bytes:
+            return (f"truncated: tensor {name!r} ends at byte {end:,} of the data but the file holds "
+                    f"{data_bytes:,} (an interrupted download or copy?)")
+        if itemsize is not None and end - begin != count * itemsize:
+            return f"tensor {name!r} has {end - begin:,} bytes, not the {count * itemsize:,} its shape needs"
+    return None
 
 
 def save_file(tensors: dict[str, np.ndarray], path: str, metadata: dict[str, str] | None = None) -> None:
