@@ -180,7 +180,8 @@ def command_help(name: str) -> str:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """Dispatches to the command named by argv[1]."""
+    """Dispatches to the command named by argv[1] (None: sys.argv, the program's own command line)."""
+    whole_process = argv is None
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(_usage())
@@ -221,9 +222,9 @@ def run(argv: list[str] | None = None) -> None:
             raise
         _unknown_override(name, argv[2:], err)
     except KeyboardInterrupt:
-        _stopped(name, "interrupted (Ctrl-C)", 130)
+        _stopped(name, "interrupted (Ctrl-C)", 130, whole_process)
     except Terminated:
-        _stopped(name, "terminated (SIGTERM)", 143)
+        _stopped(name, "terminated (SIGTERM)", 143, whole_process)
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
@@ -241,8 +242,12 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def _stopped(name: str, how: str, code: int) -> None:
-    """One line saying what an interrupted command kept and how to go on; exits with `code`."""
+def _stopped(name: str, how: str, code: int, whole_process: bool) -> None:
+    """One line saying what an interrupted command kept and how to go on; exits with `code`.
+    whole_process: the program is this command, so it ends at once, after the line and the logs
+    are flushed (the files it wrote are closed already, on the way out of the command; background
+    threads of the checkpointing library would otherwise print tracebacks while the interpreter
+    shuts down)."""
     from absl import flags
 
     workdir = flags.FLAGS["workdir"].value if "workdir" in flags.FLAGS else None
@@ -252,6 +257,12 @@ def _stopped(name: str, how: str, code: int) -> None:
     else:
         kept = "its output was not written (outputs are written whole, at the end): rerun the command"
     print(f"forgetting-jax {name}: {how}; {kept}", file=sys.stderr, flush=True)
+    if whole_process:
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
     sys.exit(code)
 
 

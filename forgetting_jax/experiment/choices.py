@@ -49,6 +49,7 @@ DEMO_TASKS = (
 
 # the matrix (matrix/, score/exact_match.py)
 METRICS = ("nll", "exact_match")
+ON_DIVERGENCE = ("stop", "skip")  # matrix.on_divergence: a task whose fine-tuning diverges
 ANSWER_KINDS = ("auto", "mmlu", "bbh", "truthfulqa", "short", "demo")  # auto: by upstream
 
 # processes (utils/runtime.py, which defines distributed.mode's MODES)

@@ -6,8 +6,8 @@ from typing import Optional
 
 from forgetting_jax.experiment.choices import (ANSWER_KINDS, ATTENTION_IMPLS, BASES, BATCHINGS, CPU_COLLECTIVES,
                                                DATA_SOURCES, DTYPES, EXPORT_DTYPES, FAMILIES, HF_FINGERPRINTS,
-                                               LORA_TARGETS, METHODS, METRICS, REMAT_POLICIES, TASK_READERS,
-                                               UPSTREAM_KINDS)
+                                               LORA_TARGETS, METHODS, METRICS, ON_DIVERGENCE, REMAT_POLICIES,
+                                               TASK_READERS, UPSTREAM_KINDS)
 from forgetting_jax.experiment.fields import (demo_tasks_problem, dimension, fill_or_positive, like,
                                               predict_methods_problem, setting, strategies_problem,
                                               upstream_kwargs_problem)
@@ -253,6 +253,9 @@ class MatrixSettings:
                       upstream), mmlu, bbh, truthfulqa, short, demo
     max_new_tokens    the greedy answer budget (0: the answer kind's default)
     generate_batch_size  prompts decoded at once
+    on_divergence     a task whose fine-tuning diverges (a non-finite loss, gradient norm or
+                      validation loss): stop (the run ends with the message) | skip (the matrix
+                      goes on without that task's row; the summary names it)
     """
 
     upstream: str = setting("demo", choices=UPSTREAM_KINDS)
@@ -276,6 +279,7 @@ class MatrixSettings:
     answer_kind: str = setting("auto", choices=ANSWER_KINDS)
     max_new_tokens: int = setting(0, at_least=0)
     generate_batch_size: int = setting(64, at_least=1)
+    on_divergence: str = setting("stop", choices=ON_DIVERGENCE)
 
 
 @dataclasses.dataclass(frozen=True)

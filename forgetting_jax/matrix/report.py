@@ -156,6 +156,9 @@ def print_summary(summary) -> None:
                                                  "(Z[i, j] = NLL after fine-tuning on task i - NLL before, "
                                                  "example j; > 0 = forgotten)"),
     ]
+    if getattr(summary, "diverged", None):
+        lines.append(f"  diverged {', '.join(summary.diverged)}: left out of the matrix (matrix.on_divergence=skip; "
+                     "lower the learning rate and rerun to add them)")
     if summary.analysis:
         r2 = summary.analysis["r2"]
         svd = list(r2["svd"].values())

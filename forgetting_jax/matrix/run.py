@@ -35,6 +35,7 @@ from forgetting_jax.matrix.experiments import (experiment_fingerprint, publish_m
 from forgetting_jax.matrix.rows import (compute_group, finished_rows, get_or_compute, matrix_row, needs_training,
                                         row_fingerprint, stored_answers)
 from forgetting_jax.matrix.upstream import Upstream, prepare_upstream
+from forgetting_jax.train.driver import TrainingDiverged
 from forgetting_jax.train.finetune import FinetunePlan, plan_finetune
 from forgetting_jax.utils.runtime import barrier, is_main
 
@@ -57,6 +58,7 @@ class RunSummary:
     analysis: dict[str, Any] | None = None
     experiment_dir: str | None = None  # W/experiments/<name>
     metric: str = "nll"  # matrix.metric
+    diverged: list[str] = dataclasses.field(default_factory=list)  # left out (matrix.on_divergence=skip)
 
 
 def config_tasks(config: Experiment) -> list[str]:
@@ -98,13 +100,20 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
         return plans[task]
 
     if config.matrix.parallel_tasks > 1:
-        summary.trained += _train_in_groups(config, workdir, up, selected, redo, plan)
+        summary.trained += _train_in_groups(config, workdir, up, selected, redo, plan, summary.diverged)
     for position, task in enumerate(selected):
-        if task in summary.trained:
+        if task in summary.trained or task in summary.diverged:
             continue
         what = f"task {position + 1}/{len(selected)}: {task}"
         log.info("%s%s", what, ": redoing its fine-tuning run and row" if task in redo else "")
-        ft_nll, reused = get_or_compute(config, workdir, up, matrix_row(up, plan(task)), redo=task in redo)
+        try:
+            ft_nll, reused = get_or_compute(config, workdir, up, matrix_row(up, plan(task)), redo=task in redo)
+        except TrainingDiverged as err:
+            if config.matrix.on_divergence != "skip":
+                raise
+            log.warning("%s; matrix.on_divergence=skip: the matrix goes on without task %s", err, task)
+            summary.diverged.append(task)
+            continue
         if reused:
             summary.reused_rows.append(task)
             log.info("%s: row reused", what)
@@ -116,6 +125,9 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
     row_fps = {task: row_fingerprint(plan(task), up.scoring) for task in all_tasks}
     experiment = resolve_experiment(workdir, config.name, experiment_fingerprint(row_fps, up.base_scores_fp))
     rows = finished_rows(up.store, row_fps, len(up.examples))
+    if summary.diverged and not rows:
+        raise ValueError(f"every task of the matrix diverged ({', '.join(summary.diverged)}): lower train.lr "
+                         f"(now {config.train.lr:g}) and rerun")
     extras: dict[str, np.ndarray] = {}
     if up.answering is not None:
         from forgetting_jax.matrix.answers import answer_arrays
@@ -151,21 +163,38 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
 
 
 def _train_in_groups(config: Experiment, workdir: str, up: Upstream, selected: Sequence[str], redo: Sequence[str],
-                     plan) -> list[str]:
+                     plan, diverged: list[str]) -> list[str]:
     """matrix.parallel_tasks = P > 1: the tasks of `selected` whose rows need a run, fine-tuned P
     at a time (matrix/rows.py compute_group), in order; returns them. The others (finished rows,
-    finished runs that kept their model) are left to the one-task path."""
+    finished runs that kept their model) are left to the one-task path. A task that diverges
+    stops its group; with matrix.on_divergence=skip it joins `diverged` and the group goes on
+    without it (the others resume from their checkpoints)."""
     from forgetting_jax.train import multitask
 
     parallel = config.matrix.parallel_tasks
     todo = [matrix_row(up, plan(task)) for task in selected]
     todo = [row for row in todo if needs_training(up, row, row.key in redo)]
     task_mesh = None
+    done: list[str] = []
     for start in range(0, len(todo), parallel):
         group = todo[start:start + parallel]
         if task_mesh is None:
             task_mesh = multitask.make_task_mesh(config.mesh, config.matrix.task_submeshes)
-        log.info("fine-tuning %s together", ", ".join(row.key for row in group))
-        for task, ft_nll in compute_group(config, workdir, up, group, task_mesh, parallel, redo).items():
-            _log_row(task, ft_nll, up.base_nll)
-    return [row.key for row in todo]
+        while group:
+            log.info("fine-tuning %s together", ", ".join(row.key for row in group))
+            try:
+                rows = compute_group(config, workdir, up, group, task_mesh, parallel,
+                                     [key for key in redo if key not in done])
+            except TrainingDiverged as err:
+                if config.matrix.on_divergence != "skip":
+                    raise
+                [failed] = [row for row in group if row.plan.run_dir == err.run_dir]
+                log.warning("%s; matrix.on_divergence=skip: the matrix goes on without task %s", err, failed.key)
+                diverged.append(failed.key)
+                done += [row.key for row in group]  # their runs resume from checkpoints, not from scratch
+                group = [row for row in group if row is not failed]
+                continue
+            for task, ft_nll in rows.items():
+                _log_row(task, ft_nll, up.base_nll)
+            break
+    return [row.key for row in todo if row.key not in diverged]

@@ -206,7 +206,9 @@ def pretrain(config: Experiment, workdir: str, mesh: Mesh | None = None, hooks: 
 
     run = driver.Run("pretrain", directory, make_batches(data["train"], batch_settings),
                      validation_rows(data["validation"], settings.eval_rows, settings.row_length,
-                                     int(pc.max_segments), int(pc.eval_every)), select_best=False, hooks=hooks)
+                                     int(pc.max_segments), int(pc.eval_every)), select_best=False, hooks=hooks,
+                     divergence_hint=f"lower pretrain.lr (now {pc.lr:g}) or raise pretrain.warmup_steps "
+                                     f"(now {pc.warmup_steps})")
     cadence = driver.Cadence(int(pc.steps), int(pc.eval_every), int(pc.save_every), int(pc.log_every))
     [(params, _)] = driver.train(driver.SingleTaskProgram(steps), [run], {}, init_trainable, cadence,
                                  flops_per_token(model_config, settings.row_length), peak_flops(mesh, pc),

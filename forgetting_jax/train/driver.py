@@ -48,6 +48,18 @@ from forgetting_jax.utils.progress import progress_bar
 log = logging.getLogger("forgetting_jax.train")
 
 
+class TrainingDiverged(ValueError):
+    """A run's loss, gradient norm or validation loss is not finite: the run stops there, before
+    anything of that step is checkpointed (its earlier, finite checkpoints stay)."""
+
+    def __init__(self, run: "Run", step: int, what: str):
+        self.run_name, self.run_dir, self.step = run.name, run.run_dir, step
+        hint = run.divergence_hint or "lower the learning rate"
+        super().__init__(f"{run.name}: diverged at step {step} ({what}); {hint} and rerun (other settings make a "
+                         f"new run; the same settings resume from the last finite checkpoint in {run.run_dir} and "
+                         "diverge again)")
+
+
 class Hook:
     """Something a run does besides training, called by the loop; override what applies.
 
@@ -74,6 +86,7 @@ class Run:
     eval_rows: Sequence[PackedRows] = ()  # validation batches (host rows); empty: no validation
     select_best: bool = True  # the result is the lowest-validation-loss step (else the last)
     hooks: Sequence[Hook] = ()
+    divergence_hint: str = ""  # what to change when the run diverges, e.g. "lower train.lr (now 1e+06)"
     # Filled in by `open`.
     start: int = 0
     checkpoints: ckpt_lib.RunCheckpoints | None = None
@@ -102,17 +115,24 @@ class Run:
 
     def record_step(self, done: int, values: dict, slot: int, stats: Any, seconds: float, flops_per_token: float,
                     peak_flops: float | None) -> None:
-        """One step's metrics line (`values`: the group's metrics [P], this run's at `slot`)."""
+        """One step's metrics line (`values`: the group's metrics [P], this run's at `slot`);
+        TrainingDiverged when its loss or gradient norm is not finite (after writing the line)."""
         rate = stats.real_tokens / seconds
         self.metrics.write({"step": done, "loss": float(values["loss"][slot]), "lr": float(values["lr"][slot]),
                             "grad_norm": float(values["grad_norm"][slot]),
                             "loss_tokens": int(values["loss_tokens"][slot]), "real_tokens": stats.real_tokens,
                             "examples": stats.examples, "seconds": seconds, "tokens_per_second": rate,
                             "mfu": rate * flops_per_token / peak_flops if peak_flops else None})
+        loss, grad_norm = float(values["loss"][slot]), float(values["grad_norm"][slot])
+        if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+            raise TrainingDiverged(self, done, f"loss {loss}, gradient norm {grad_norm}")
 
     def validated(self, done: int, loss: float) -> bool:
         """Records a validation loss; True when it is the best so far (and the result is chosen
-        by validation)."""
+        by validation). TrainingDiverged when it is not finite (nothing is saved for this step)."""
+        if not np.isfinite(loss):
+            self.metrics.write({"step": done, "val_loss": loss, "best": False})
+            raise TrainingDiverged(self, done, f"validation loss {loss}")
         best = self.select_best and (self.meta["best_val_loss"] is None or loss < self.meta["best_val_loss"])
         if best:
             self.meta = {"best_step": done, "best_val_loss": loss}

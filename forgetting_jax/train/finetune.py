@@ -228,7 +228,8 @@ def _train(config: Any, plans: list[FinetunePlan], base: BaseModel, mesh: Mesh, 
             run_hooks = [_MixtureHook(mixture, full_params), *hooks]
         eval_rows = validation_rows(data["validation"], settings.eval_rows, settings.row_length,
                                     int(tc.max_segments), int(tc.eval_every))
-        runs.append(driver.Run(f"finetune {plan.task}", plan.run_dir, batches, eval_rows, True, run_hooks))
+        runs.append(driver.Run(f"finetune {plan.task}", plan.run_dir, batches, eval_rows, True, run_hooks,
+                               divergence_hint=_divergence_hint(tc)))
     runs += [None] * (num_slots - len(plans))
     if num_slots == 1:
         data = plans[0].examples
@@ -247,6 +248,13 @@ def _train(config: Any, plans: list[FinetunePlan], base: BaseModel, mesh: Mesh, 
                             peak_flops(mesh, tc), label)
     return [_finish(tc, plan, full_params(params), meta, base, export, started)
             for plan, (params, meta) in zip(plans, outcomes)]
+
+
+def _divergence_hint(tc: Any) -> str:
+    """What to change when a fine-tuning run diverges."""
+    lr = "train.lora.lr" if tc.method == "lora" else "train.lr"
+    value = tc.lora.lr if tc.method == "lora" else tc.lr
+    return f"lower {lr} (now {value:g}) or raise train.warmup_steps (now {tc.warmup_steps})"
 
 
 class _MixtureHook(driver.Hook):
