@@ -6,32 +6,18 @@ import json
 import os
 import shutil
 import struct
-import sys
 
 import pytest
-from absl import logging as absl_logging
 
-from forgetting_jax import cli
 from train_helpers import make_hf_base
+from command_line import keep_pytest_stderr, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LM = os.path.join(ROOT, "tests", "fixtures", "data", "lm.jsonl")
 
 
 def setup_module():
-    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
-
-
-def run_cli(*args):
-    argv = ["forgetting-jax", *args]
-    saved, sys.argv = sys.argv, argv
-    try:
-        cli.run(argv)
-    except SystemExit as exit_:
-        return exit_.code or 0
-    finally:
-        sys.argv = saved
-    return 0
+    keep_pytest_stderr()
 
 
 @pytest.fixture(scope="module")

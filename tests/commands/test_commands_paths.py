@@ -3,32 +3,18 @@ any work starts (exit status 2): a directory where a file is wanted and the reve
 that is a file, a directory without write permission."""
 
 import os
-import sys
 
 import pytest
-from absl import logging as absl_logging
 
-from forgetting_jax import cli
 from forgetting_jax.commands import common
+from command_line import keep_pytest_stderr, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LM = os.path.join(ROOT, "tests", "fixtures", "data", "lm.jsonl")
 
 
 def setup_module():
-    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
-
-
-def run_cli(*args):
-    argv = ["forgetting-jax", *args]
-    saved, sys.argv = sys.argv, argv
-    try:
-        cli.run(argv)
-    except SystemExit as exit_:
-        return exit_.code or 0
-    finally:
-        sys.argv = saved
-    return 0
+    keep_pytest_stderr()
 
 
 @pytest.fixture

@@ -1,36 +1,20 @@
 """`forgetting-jax pretrain` and `finetune` on the demo config and on a random-weight HF directory."""
 
 import os
-import sys
 
 import pytest
-from absl import logging as absl_logging
 
-from forgetting_jax import cli
 from forgetting_jax.models.loading import load_model
 from train_helpers import ARCH, DEMO_CONFIG, PRETRAIN, TRAIN, flags, make_hf_base
 from config_files import load_config
+from command_line import keep_pytest_stderr, run_cli
 
 TINY = [f"--config={DEMO_CONFIG}", "--config.mesh.num_devices=1"] + flags("model", ARCH) + flags(
     "train", TRAIN) + flags("pretrain", PRETRAIN)
 
 
 def setup_module():
-    # absl's handler holds the stderr of when absl was imported (pytest's capture); the commands'
-    # logging setup closes it, which must not close pytest's capture file.
-    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
-
-
-def run_cli(*args):
-    argv = ["forgetting-jax", *args]
-    saved, sys.argv = sys.argv, argv  # ml_collections reads --config.* overrides from sys.argv
-    try:
-        cli.run(argv)
-    except SystemExit as exit_:
-        return exit_.code or 0
-    finally:
-        sys.argv = saved
-    return 0
+    keep_pytest_stderr()
 
 
 def printed_dir(capsys):
