@@ -91,13 +91,14 @@ def needs_training(up: Upstream, row: RowPlan, redo: bool = False) -> bool:
     return stored_row(up, row) is None
 
 
-def _clear(row: RowPlan, redo: bool) -> None:
+def _clear(row: RowPlan, redo: bool, without_model: bool = False) -> None:
     """Before `row`'s run is trained: with redo, its stored row and run go; a run that finished
-    without a model it kept (dropped or damaged since) is trained again."""
+    without a model it kept (dropped or damaged since) is trained again. without_model: the
+    caller found it has none already (`needs_training`)."""
     if redo:
         remove(row.store.row_path(row.key, row.fingerprint))
         remove(row.plan.run_dir)
-    elif row.plan.finished and not has_model(row.plan.run_dir):
+    elif row.plan.finished and (without_model or not has_model(row.plan.run_dir)):
         remove(row.plan.run_dir)
 
 
@@ -127,7 +128,7 @@ def compute_group(config: Experiment, workdir: str, up: Upstream, rows: Sequence
     for each) at once in one compiled step on `task_mesh`, then scores each one's parameters where
     they sit and writes its row. Returns {key: scores [n]}. redo: the keys recomputed from scratch."""
     for row in rows:
-        _clear(row, row.key in redo)
+        _clear(row, row.key in redo, without_model=True)
     keep = bool(config.matrix.keep_models)
     plans = {row.plan.task: row.plan for row in rows}
     runs = finetune_group(config, workdir, list(plans), up.base, task_mesh, parallel, plans=plans, export=keep)

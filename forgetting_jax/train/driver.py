@@ -35,14 +35,14 @@ import numpy as np
 
 from forgetting_jax.data.packing import PackedRows, materialize_rows
 from forgetting_jax.data.pipeline import Prefetcher
+from forgetting_jax.models.hf_checkpoint import export_hf_model
 from forgetting_jax.train import checkpoints as ckpt_lib
 from forgetting_jax.train.batches import stats_of, to_device
-from forgetting_jax.models.hf_checkpoint import export_hf_model
-from forgetting_jax.utils.runtime import barrier, host_tree, is_main
 from forgetting_jax.train.metrics import MetricsLog
 from forgetting_jax.train.state import TrainState
 from forgetting_jax.train.step import CompiledSteps
 from forgetting_jax.utils.io import write_json
+from forgetting_jax.utils.runtime import barrier, host_tree, is_main
 from forgetting_jax.utils.progress import progress_bar
 
 log = logging.getLogger("forgetting_jax.train")
@@ -118,12 +118,11 @@ class Run:
         """One step's metrics line (`values`: the group's metrics [P], this run's at `slot`);
         TrainingDiverged when its loss or gradient norm is not finite (after writing the line)."""
         rate = stats.real_tokens / seconds
-        self.metrics.write({"step": done, "loss": float(values["loss"][slot]), "lr": float(values["lr"][slot]),
-                            "grad_norm": float(values["grad_norm"][slot]),
+        loss, grad_norm = float(values["loss"][slot]), float(values["grad_norm"][slot])
+        self.metrics.write({"step": done, "loss": loss, "lr": float(values["lr"][slot]), "grad_norm": grad_norm,
                             "loss_tokens": int(values["loss_tokens"][slot]), "real_tokens": stats.real_tokens,
                             "examples": stats.examples, "seconds": seconds, "tokens_per_second": rate,
                             "mfu": rate * flops_per_token / peak_flops if peak_flops else None})
-        loss, grad_norm = float(values["loss"][slot]), float(values["grad_norm"][slot])
         if not (np.isfinite(loss) and np.isfinite(grad_norm)):
             raise TrainingDiverged(self, done, f"loss {loss}, gradient norm {grad_norm}")
 
