@@ -6,7 +6,10 @@ The demo (configs/demo.py) with an instruction-tuned base: the bundled corpus pr
 trains on the 200 training examples of each of nine suite tasks that are not fine-tuning tasks
 (pretrain.demo_tasks; loss on the responses). Those 1,800 examples are the upstream set; every
 model answers each by greedy decoding, and an entry of the matrix is 1 when the base model's
-answer was right and the fine-tuned model's is wrong. The answers are the suite's exact strings
+answer was right and the fine-tuned model's is wrong; as in the paper's final code
+(AuCson/low-rank-forgetting) the columns are only the examples the base answers right
+(matrix.em_columns=base_correct) and answers get up to 512 new tokens, judged before the first
+blank line. The answers are the suite's exact strings
 (answer kind "demo": compared after stripping surrounding whitespace). The report adds the
 "Answers lost" section; `predict` gets the `logistic` method (logistic matrix factorization).
 """

@@ -8,10 +8,14 @@ activations are rematerialised except for matrix products (remat_policy dots). R
 olmo_1b_dolma_flan.
 """
 
+from forgetting_jax.data import paper_tasks
 from forgetting_jax.experiment import default_config
 
 
-def get_config():
+def get_config(split="flan_id"):
+    """split (after the file name: --config=configs/olmo_7b_dolma_flan.py:ood_dolly): the paper's prediction split,
+    flan_id (20 FLAN test tasks predicted from the other 46), ood_tulu or ood_dolly (Tulu or Dolly
+    tasks predicted from those 46 FLAN rows); data.tasks holds the split's rows."""
     config = default_config()
     config.name = "olmo_7b_dolma_flan"
     config.model.update(dict(remat_policy="dots_no_batch"))
@@ -20,6 +24,9 @@ def get_config():
     config.train.update(dict(export_dtype="bfloat16"))
     config.matrix.update(dict(
         upstream="lm", upstream_path="data/dolma_sample.jsonl", num_upstream=0, dtype="bfloat16"))
+    tasks, train_tasks, test_tasks = paper_tasks.split(split)
+    config.data.tasks = tasks
+    config.predict.update(dict(train_tasks=train_tasks, test_tasks=test_tasks))
     # replay: the default ratio 1/32 (the paper's for base models); set replay.test_tasks: FLAN tasks
     # outside data.tasks
     return config

@@ -23,6 +23,10 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures", "data")
 # and replay runs reused by fingerprint) and the other pipeline tests' compiled steps.
 DEMO_TASKS = "add,subtract,parity"  # = `forgetting-jax run --help`'s example, so it reuses too
 DEMO_SHRINK = micro_demo.flag_values(tasks=DEMO_TASKS.split(","), **{"replay.test_tasks": ("divide",)})
+# ... and to the exact-match demo's: the micro base answers none of its prompts right, so the
+# matrix keeps every column; it never ends an answer, so it gets a small budget (the default one,
+# up to 512 new tokens, is tested in tests/matrix/test_matrix_answers.py).
+DEMO_EXACT_SHRINK = dict(DEMO_SHRINK, **{"matrix.em_columns": "all", "matrix.max_new_tokens": "24"})
 # Appended to every line of a config that imports a Hugging Face model (model.hf_dir, a tiny one).
 HF_SHRINK = {
     "mesh.num_devices": "1", "mesh.fsdp": "1", "model.dtype": "float32", "train.steps": "2",
@@ -167,7 +171,8 @@ def _config_name(argv):
 
 def _with_shrink(argv):
     name = _config_name(argv)
-    shrink = DEMO_SHRINK if name in ("demo", "demo_exact_match") else HF_SHRINK if name in HF_CONFIGS else {}
+    shrink = {"demo": DEMO_SHRINK, "demo_exact_match": DEMO_EXACT_SHRINK}.get(name, HF_SHRINK if name in HF_CONFIGS
+                                                                              else {})
     if name == "single_gpu_debug":
         shrink = dict(shrink, **{"data.tasks": "add", "matrix.num_upstream": "16"})
     given = {a.split("=", 1)[0] for a in argv}

@@ -7,7 +7,11 @@ representations for the representation forecasters: `task_embeddings` [M, D] and
 `task_example_last_hidden` [M, S, D] and `task_example_count` [M] (last token; see
 matrix/representations.py). A matrix of lost answers (`metric` = "exact_match", matrix/answers.py)
 also holds `correct_before` [N] and `correct_after` [M, N] (bool) and `drop` [M, N] (0/1), and Z
-is the drop matrix; `metric` reads as "nll" when absent.
+is the drop matrix; `metric` reads as "nll" when absent. Its columns may be a subset of the
+upstream examples (`em_columns` = "base_correct", the default: only those the base model answers
+right, so correct_before is all true; "all": every one): `columns` [N] (int64, increasing) are the
+indices of its columns among the `upstream_size` upstream examples (when absent: all of them, in
+order). Every field with an upstream axis holds the N columns.
 """
 
 import os
@@ -71,7 +75,32 @@ def read_matrix_file(path: str) -> dict[str, Any]:
                                   "have different widths")
     _last_hidden(path, arrays, out, m, n)
     _answers(path, arrays, out, m, n)
+    _columns(path, arrays, out, n)
     return out
+
+
+def _columns(path, arrays, out, n) -> None:
+    """columns [n] (increasing int indices among upstream_size examples), em_columns and
+    upstream_size; a file without them has all of its upstream examples as columns."""
+    size = arrays.get("upstream_size", np.asarray(n))
+    if size.ndim or size.dtype.kind not in "iu" or int(size) < n:
+        raise MatrixFileError(f"{path}: field 'upstream_size' must be an int of at least {n}, got {size.dtype} "
+                              f"{size.shape} {size}")
+    columns = arrays.get("columns", np.arange(n, dtype=np.int64))
+    if columns.shape != (n,) or columns.dtype.kind not in "iu":
+        raise MatrixFileError(f"{path}: field 'columns' must be int [{n}] to match 'Z', got {columns.dtype} "
+                              f"{columns.shape}")
+    if n and (columns.min() < 0 or columns.max() >= int(size) or (np.diff(columns) <= 0).any()):
+        raise MatrixFileError(f"{path}: field 'columns' must be increasing indices below upstream_size {int(size)}")
+    em_columns = str(arrays["em_columns"]) if "em_columns" in arrays else "all" if int(size) == n else "subset"
+    if "em_columns" in arrays and em_columns not in ("base_correct", "all"):
+        raise MatrixFileError(f"{path}: field 'em_columns' is {em_columns!r}, not base_correct or all")
+    if em_columns == "all" and int(size) != n:
+        raise MatrixFileError(f"{path}: field 'em_columns' is 'all' but the file has {n} of {int(size)} columns")
+    if em_columns == "base_correct" and not np.all(out.get("correct_before", False)):
+        raise MatrixFileError(f"{path}: field 'em_columns' is 'base_correct' but 'correct_before' is not all true "
+                              "(or absent)")
+    out.update(columns=np.asarray(columns, np.int64), upstream_size=int(size), em_columns=em_columns)
 
 
 def _answers(path, arrays, out, m, n) -> None:

@@ -2,6 +2,10 @@
 
   forgetting-jax predict --matrix=M.npz --test_fraction=0.3 --k=30 --seeds=10 --output=R.json
   forgetting-jax predict --matrix=M.npz --test_tasks=a,b --methods=additive,knn --output=R.json
+  forgetting-jax predict --matrix=W/matrix/forgetting.npz --workdir=W --config=configs/demo.py \
+      --methods=rep_dot --rep_dot_encoder=full --rep_dot_steps=200 --test_fraction=0.3 --output=R.json
+
+(the last trains rep_dot's encoder with its head, on the workspace's data)
 
 R.json: {"methods": {NAME: {"rmse", "f1", "precision", "recall", "auc", "spearman",
 "precision_at_k", "seconds", "fit_seconds", "rmse_std_over_seeds", "pooled", "per_task"}},
@@ -15,6 +19,7 @@ import logging
 import numpy as np
 from absl import flags
 
+from forgetting_jax.commands.common import define_experiment_flags
 from forgetting_jax.experiment import PredictSettings as _PREDICT
 from forgetting_jax.predict.comparison import ComparisonSettings
 from forgetting_jax.predict.methods import CompletionConfig
@@ -45,6 +50,20 @@ flags.DEFINE_integer("rep_dot_steps", _PREDICT.rep_dot_steps, "Optimizer steps o
 flags.DEFINE_float("rep_dot_lr", _PREDICT.rep_dot_lr, "Learning rate of the rep_dot head.")
 flags.DEFINE_integer("rep_dot_seeds", RepDotConfig.seeds,
                      "Heads of rep_dot trained at once (vmapped); predictions average them.")
+flags.DEFINE_string("rep_dot_encoder", _PREDICT.rep_dot_encoder,
+                    "What of rep_dot's encoder trains: frozen (the matrix file's representations), full (every "
+                    "layer, as the paper's final code), top:K (the top K layers). full and top:K read the "
+                    "workspace: give --workdir and --config.")
+flags.DEFINE_string("rep_dot_model", None, "The trainable encoder's model directory (default: the config's "
+                    "predict.rep_dot_model, whose empty value is the workspace's base model).")
+flags.DEFINE_float("rep_dot_encoder_lr", _PREDICT.rep_dot_encoder_lr, "Learning rate of rep_dot's trainable encoder.")
+flags.DEFINE_integer("rep_dot_batch", _PREDICT.rep_dot_batch, "Task examples per rep_dot step.")
+flags.DEFINE_integer("rep_dot_eval_every", _PREDICT.rep_dot_eval_every, "Steps between rep_dot's step choices.")
+flags.DEFINE_enum("rep_dot_select", _PREDICT.rep_dot_select, ["dev", "test"],
+                  "Where rep_dot's best step is chosen: dev (held-out training tasks) or test (the test tasks, as "
+                  "the paper's final code does; only to reproduce its numbers).")
+flags.DEFINE_list("train_tasks", None, "Comma-separated tasks whose rows train every method (default: every "
+                  "task that is not a test task; with --config, its predict.train_tasks).")
 flags.DEFINE_float("threshold", None, "Forgetting above this counts as forgotten (F1, AUC); default 0.5 on a "
                    "binary matrix (lost answers), else 0.")
 flags.DEFINE_integer("top_k", ComparisonSettings.top_k, "K of precision@K of the most forgotten examples.")
@@ -62,6 +81,8 @@ flags.DEFINE_bool("per_task", True, "Include per-task means in the output.")
 
 REQUIRED = ("matrix", "output")  # listed as required by --help
 
+define_experiment_flags()  # --config and --workdir: the workspace a trainable rep_dot encoder reads
+
 log = logging.getLogger("forgetting_jax.predict")
 
 
@@ -76,8 +97,19 @@ def main(argv) -> None:
 
     check_args("predict", argv, REQUIRED)
     check_path("predict", "output", FLAGS.output, "file")
-    if (FLAGS.test_tasks is None) == (FLAGS.test_fraction is None):
+    experiment = _experiment(argv)
+    test_tasks, test_fraction, train_tasks = FLAGS.test_tasks, FLAGS.test_fraction, FLAGS.train_tasks
+    if experiment is not None and test_tasks is None and test_fraction is None:
+        p = experiment.predict
+        test_tasks, test_fraction = (list(p.test_tasks), None) if p.test_tasks else (None, float(p.test_fraction))
+    if experiment is not None and train_tasks is None and experiment.predict.train_tasks:
+        train_tasks = list(experiment.predict.train_tasks)
+    if (test_tasks is None) == (test_fraction is None):
         _fail("give exactly one of --test_tasks and --test_fraction")
+    trains = FLAGS.rep_dot_encoder != "frozen"
+    if trains and experiment is None:
+        _fail(f"--rep_dot_encoder={FLAGS.rep_dot_encoder} trains rep_dot's encoder on the workspace's data: give "
+              "--workdir and --config (those the matrix was built with)")
     from forgetting_jax.commands.common import setup_logging
 
     setup_logging()
@@ -100,16 +132,32 @@ def main(argv) -> None:
         pair_batch=FLAGS.pair_batch, chunk_columns=FLAGS.chunk_columns, split_seed=FLAGS.split_seed,
         sampling=FLAGS.sampling, score_observed=FLAGS.score_observed, per_task=FLAGS.per_task,
         completion=config,
-        rep_dot=comparison.rep_dot_config(FLAGS.rep_dot_steps, FLAGS.rep_dot_lr, FLAGS.rep_dot_seeds))
+        rep_dot=comparison.rep_dot_config(FLAGS.rep_dot_steps, FLAGS.rep_dot_lr, FLAGS.rep_dot_seeds,
+                                          FLAGS.rep_dot_encoder, FLAGS.rep_dot_encoder_lr, FLAGS.rep_dot_batch,
+                                          FLAGS.rep_dot_eval_every, FLAGS.rep_dot_select),
+        train_tasks=tuple(train_tasks) if train_tasks else None)
     try:  # the inputs of every method, checked before any work
-        registry.check_methods(settings.methods or comparison.available_methods(data), data)
+        registry.check_methods(settings.methods or comparison.available_methods(data, trains), data, trains)
     except ValueError as err:
         _fail(f"--methods: {err} (file {FLAGS.matrix})")
     try:
-        test_idx = protocol.select_test_tasks(data["tasks"], FLAGS.test_tasks,
-                                              FLAGS.test_fraction, FLAGS.split_seed)
+        test_idx = protocol.select_test_tasks(data["tasks"], test_tasks, test_fraction, FLAGS.split_seed)
+        if train_tasks:
+            protocol.select_train_tasks(data["tasks"], train_tasks, test_idx)
     except protocol.ProtocolError as err:
         _fail(f"{FLAGS.matrix}: field 'tasks': {err}")
+    names = settings.methods or comparison.available_methods(data, trains)
+    if trains and "rep_dot" in names:
+        import dataclasses
+
+        from forgetting_jax.matrix.encoder_inputs import encoder_inputs
+
+        try:
+            inputs = encoder_inputs(experiment, FLAGS.workdir, data["tasks"], data["example_ids"],
+                                    FLAGS.rep_dot_model)
+        except (ValueError, OSError) as err:
+            _fail(f"--rep_dot_encoder={FLAGS.rep_dot_encoder}: {err}")
+        settings = dataclasses.replace(settings, encoder_inputs=inputs)
     z = data["Z"]
     tasks = data["tasks"]
     if FLAGS.sampling == "uniform":
@@ -133,6 +181,17 @@ def main(argv) -> None:
     for line in comparison.summary_lines(result):
         log.info("%s", line)
     log.info("wrote %s", FLAGS.output)
+
+
+def _experiment(argv):
+    """The parsed --config (with --workdir) when --config is given, else None."""
+    if FLAGS.config is None:
+        if FLAGS.workdir:
+            _fail("--workdir needs --config (the config the matrix was built with)")
+        return None
+    from forgetting_jax.commands.common import check_experiment_args
+
+    return check_experiment_args("predict", list(argv))
 
 
 def _observed_fraction(z) -> float:

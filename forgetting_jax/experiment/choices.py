@@ -51,6 +51,7 @@ DEMO_TASKS = (
 METRICS = ("nll", "exact_match")
 ON_DIVERGENCE = ("stop", "skip")  # matrix.on_divergence: a task whose fine-tuning diverges
 ANSWER_KINDS = ("auto", "mmlu", "bbh", "truthfulqa", "short", "demo")  # auto: by upstream
+EM_COLUMNS = ("base_correct", "all")  # matrix.em_columns: the upstream examples that are exact-match columns
 
 # processes (utils/runtime.py, which defines distributed.mode's MODES)
 CPU_COLLECTIVES = ("", "gloo", "mpi")  # "": jax's default
@@ -59,8 +60,22 @@ CPU_COLLECTIVES = ("", "gloo", "mpi")  # "": jax's default
 COMPLETION = ("additive", "multiplicative", "als", "knn")
 REPRESENTATION = ("rep_sim", "rep_dot")  # the forecasters of prior work, from representations
 BASELINES = ("train_mean", "observed_mean", "random")
-BINARY = ("logistic",)  # completion of binary matrices only (lost answers: matrix.metric=exact_match)
+# completion of binary matrices only (lost answers: matrix.metric=exact_match)
+BINARY = ("logistic", "lgmf", "lgmf_additive")
 PREDICT_METHODS = COMPLETION + BINARY + REPRESENTATION + BASELINES
+
+# rep_dot's encoder (predict/encoder.py) and how its best step is chosen (predict/rep_dot_training.py)
+REP_DOT_SELECT = ("dev", "test")
+
+
+def parse_rep_dot_encoder(text: str) -> tuple[str, int | None]:
+    """("frozen" | "full", None) or ("top", K) from predict.rep_dot_encoder; ValueError otherwise."""
+    if text in ("frozen", "full"):
+        return text, None
+    if text.startswith("top:") and text[4:].isdigit() and int(text[4:]) >= 1:
+        return "top", int(text[4:])
+    raise ValueError(f"rep_dot encoder {text!r}: not one of frozen, full, top:K (K >= 1 layers)")
+
 
 # replay (replay/strategies.py)
 STRATEGY_KINDS = ("none", "random", "predicted", "ground_truth", "online")

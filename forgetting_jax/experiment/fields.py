@@ -6,7 +6,8 @@ import types
 import typing
 from typing import Any, Callable
 
-from forgetting_jax.experiment.choices import DUPLICATES, PREDICT_METHODS, SUITE_TASKS, parse_strategy
+from forgetting_jax.experiment.choices import (DUPLICATES, PREDICT_METHODS, SUITE_TASKS, parse_rep_dot_encoder,
+                                               parse_strategy)
 
 
 def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
@@ -62,6 +63,14 @@ def strategies_problem(value: tuple) -> str | None:
 def predict_methods_problem(value: tuple) -> str | None:
     unknown = [name for name in value if name not in PREDICT_METHODS]
     return f"has unknown method(s) {', '.join(unknown)}; known: {', '.join(PREDICT_METHODS)}" if unknown else None
+
+
+def rep_dot_encoder_problem(value: str) -> str | None:
+    try:
+        parse_rep_dot_encoder(value)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def optional_type(tp: Any) -> tuple[Any, bool]:

@@ -5,11 +5,12 @@ import dataclasses
 from typing import Optional
 
 from forgetting_jax.experiment.choices import (ANSWER_KINDS, ATTENTION_IMPLS, BASES, BATCHINGS, CPU_COLLECTIVES,
-                                               DATA_SOURCES, DTYPES, EXPORT_DTYPES, FAMILIES, HF_FINGERPRINTS,
-                                               LORA_TARGETS, METHODS, METRICS, ON_DIVERGENCE, REMAT_POLICIES,
-                                               TASK_READERS, UPSTREAM_KINDS)
+                                               DATA_SOURCES, DTYPES, EM_COLUMNS, EXPORT_DTYPES, FAMILIES,
+                                               HF_FINGERPRINTS, LORA_TARGETS, METHODS, METRICS, ON_DIVERGENCE,
+                                               REMAT_POLICIES, REP_DOT_SELECT, TASK_READERS, UPSTREAM_KINDS)
 from forgetting_jax.experiment.fields import (demo_tasks_problem, dimension, fill_or_positive, like,
-                                              predict_methods_problem, setting, strategies_problem,
+                                              predict_methods_problem, rep_dot_encoder_problem, setting,
+                                              strategies_problem,
                                               upstream_kwargs_problem)
 from forgetting_jax.utils.runtime import MODES
 
@@ -251,7 +252,10 @@ class MatrixSettings:
                       records: demo_tasks, mmlu, bbh, truthfulqa, tulu, flan, dolly, chat)
     answer_kind       how answers are extracted and compared (score/exact_match.py): auto (by
                       upstream), mmlu, bbh, truthfulqa, short, demo
-    max_new_tokens    the greedy answer budget (0: the answer kind's default)
+    max_new_tokens    the greedy answer budget (0: the paper's 512 where the model's positions leave room
+                      after the longest prompt, else the room or the kind's own: exact_match.answer_budget)
+    em_columns        exact-match columns: base_correct (the paper's final code: the upstream examples
+                      the base answers right, the only ones that can be lost) | all (every one)
     generate_batch_size  prompts decoded at once
     on_divergence     a task whose fine-tuning diverges (a non-finite loss, gradient norm or
                       validation loss): stop (the run ends with the message) | skip (the matrix
@@ -278,6 +282,7 @@ class MatrixSettings:
     metric: str = setting("nll", choices=METRICS)
     answer_kind: str = setting("auto", choices=ANSWER_KINDS)
     max_new_tokens: int = setting(0, at_least=0)
+    em_columns: str = setting("base_correct", choices=EM_COLUMNS)
     generate_batch_size: int = setting(64, at_least=1)
     on_divergence: str = setting("stop", choices=ON_DIVERGENCE)
 
@@ -288,8 +293,8 @@ class PredictSettings:
     (matrix/prediction_report.py): the paper's protocol on the matrix just built.
 
     report          run the protocol and add the section (off: the report describes the matrix only)
-    methods         the methods compared: completion (additive, multiplicative, als, knn; logistic
-                    on a binary matrix, left out of the report on another), the
+    methods         the methods compared: completion (additive, multiplicative, als, knn; logistic,
+                    lgmf and lgmf_additive on a binary matrix, left out of the report on another), the
                     representation forecasters of prior work (rep_sim, rep_dot; they need
                     matrix.representations) and the reference forecasters (train_mean,
                     observed_mean, random)
@@ -298,8 +303,12 @@ class PredictSettings:
     threshold       forgetting above this counts as forgotten (F1, precision, recall, AUC); None:
                     0.5 on a binary matrix (matrix.metric=exact_match), else 0.0
     rank, reg       the rank of als and the ridge of every completion fit (predict.methods.CompletionConfig)
-    rep_dot_steps   optimizer steps of the rep_dot head (predict.rep_dot.RepDotConfig)
-    rep_dot_lr      its learning rate
+    test_tasks      test tasks by name (over test_fraction), e.g. the paper's (data/paper_tasks.py)
+    train_tasks     the rows that train every method (empty: every row that is not a test task)
+    rep_dot_*       rep_dot (predict/rep_dot.py, rep_dot_training.py; docs/prediction.md): steps,
+                    lr (its head's), encoder (frozen | full | top:K: what of the encoder trains),
+                    model (the encoder when it trains; "": the base), encoder_lr, batch (task
+                    examples per step), eval_every, select (dev | test: where the step is chosen)
 
     These defaults are the defaults of the `predict` command and of the library's settings
     (predict/comparison.py ComparisonSettings, CompletionConfig, RepDotConfig); replay's k, rank and
@@ -307,8 +316,9 @@ class PredictSettings:
     """
 
     report: bool = True
-    methods: tuple[str, ...] = setting(("additive", "multiplicative", "als", "knn", "logistic", "rep_sim", "rep_dot",
-                                       "train_mean", "observed_mean"), check=predict_methods_problem)
+    methods: tuple[str, ...] = setting(("additive", "multiplicative", "als", "knn", "logistic", "lgmf",
+                                        "lgmf_additive", "rep_sim", "rep_dot", "train_mean", "observed_mean"),
+                                       check=predict_methods_problem)
     test_fraction: float = setting(0.3, above=0, below=1)
     k: int = setting(30, at_least=1)
     seeds: int = setting(10, at_least=1)
@@ -318,6 +328,14 @@ class PredictSettings:
     reg: float = setting(1.0, at_least=0)
     rep_dot_steps: int = setting(5000, at_least=1)
     rep_dot_lr: float = setting(1e-3, above=0)
+    test_tasks: tuple[str, ...] = ()
+    train_tasks: tuple[str, ...] = ()
+    rep_dot_encoder: str = setting("frozen", check=rep_dot_encoder_problem)
+    rep_dot_model: str = ""
+    rep_dot_encoder_lr: float = setting(1e-5, above=0)
+    rep_dot_batch: int = setting(8, at_least=1)
+    rep_dot_eval_every: int = setting(100, at_least=1)
+    rep_dot_select: str = setting("dev", choices=REP_DOT_SELECT)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,17 @@ reference (score/exact_match.py, by answer kind).
 
 The matrix file then carries these three arrays, `metric` = "exact_match", and Z = D (float32),
 so that `analyze`, `predict` and the report study the binary matrix; the NLL arrays (ft_nll,
-base_nll) are there as well. Answers are cached like rows, by fingerprint (the model's and the
-answer set's: prompts, references, kind, budget, stop strings, scoring dtype):
+base_nll) are there as well. As in the paper's final code (AuCson/low-rank-forgetting), its
+columns are by default only the upstream examples the base model answers right
+(matrix.em_columns = base_correct; a column the base gets wrong is 0 in every row): `kept_columns`
+chooses them and the matrix store cuts every array with an upstream axis to them when it
+assembles the file, which records `em_columns`, `columns` [K] (int64: the kept examples' indices
+in the N upstream examples) and `upstream_size` (N). em_columns = all keeps the N columns.
+
+With matrix.max_new_tokens = 0 the budget is the paper's 512 new tokens where the model's
+positions leave room for them (score/exact_match.py answer_budget). Answers are cached like rows,
+by fingerprint (the model's and the answer set's: prompts, references, kind, budget, stop
+strings, scoring dtype); the columns are chosen later, so they are not part of it:
 
   W/matrix/answers/<task>/<fp>.npz   task, correct [N] bool, completions [N] str, fingerprint
   (the base model's under the task name "_base")
@@ -23,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from forgetting_jax.experiment.choices import EM_COLUMNS
 from forgetting_jax.matrix.store import read_checked
 from forgetting_jax.utils.runtime import is_main
 from forgetting_jax.utils.fingerprint import fingerprint, task_filename
@@ -47,9 +57,10 @@ class AnswerSet:
     fingerprint: str
 
 
-def answer_set(matrix: Any, tokenizer, records: Sequence[dict]) -> AnswerSet:
+def answer_set(matrix: Any, tokenizer, records: Sequence[dict], max_positions: int) -> AnswerSet:
     """The AnswerSet of the upstream `records` (matrix/upstream.py load_upstream_records) under
-    config.matrix; ValueError naming the first record without a reference answer."""
+    config.matrix, for a model of `max_positions` positions (max_position_embeddings: the budget
+    of matrix.max_new_tokens = 0); ValueError naming the first record without a reference answer."""
     from forgetting_jax.data.prompts import prompt_text, reference_answer
     from forgetting_jax.score import exact_match
 
@@ -63,16 +74,23 @@ def answer_set(matrix: Any, tokenizer, records: Sequence[dict]) -> AnswerSet:
                              "exact match needs chat records with answers (demo_tasks, mmlu, bbh, truthfulqa, "
                              "tulu, flan, dolly, chat)")
         references.append(reference)
+    from forgetting_jax.models.generate import encode_prompts
+
     prompts = tuple(prompt_text(tokenizer, record) for record in records)
-    budget = int(matrix.max_new_tokens) or exact_match.max_new_tokens(kind)
+    prompt_ids = tuple(encode_prompts(tokenizer, prompts))
+    longest = max((len(ids) for ids in prompt_ids), default=0)
+    if int(matrix.max_new_tokens):
+        budget, why = int(matrix.max_new_tokens), "matrix.max_new_tokens"
+    else:
+        budget, why = exact_match.answer_budget(kind, int(max_positions), longest)
+    log.info("answers: up to %d new tokens (%s); the longest of %d upstream prompts has %d tokens", budget, why,
+             len(prompts), longest)
     stops = tuple(exact_match.stop_strings(kind))
     digest = hashlib.sha256()
     for prompt, reference in zip(prompts, references):
         digest.update(prompt.encode("utf-8") + b"\0" + reference.encode("utf-8") + b"\1")
     fp = fingerprint({"kind": kind, "texts": digest.hexdigest(), "max_new_tokens": budget, "stops": list(stops)})
-    from forgetting_jax.models.generate import encode_prompts
-
-    return AnswerSet(kind, prompts, tuple(encode_prompts(tokenizer, prompts)), tuple(references), budget, stops, fp)
+    return AnswerSet(kind, prompts, prompt_ids, tuple(references), budget, stops, fp)
 
 
 def answer(config: Any, params: Any, answers: AnswerSet, tokenizer, eos_ids: Sequence[int], mesh: Any = None,
@@ -118,13 +136,32 @@ def answers_fingerprint(model_fp: str, answers: AnswerSet) -> str:
     return fingerprint({"model": model_fp, "answers": answers.fingerprint})
 
 
-def answer_arrays(correct_before_N: np.ndarray, correct_after: dict[str, np.ndarray], tasks: Sequence[str]
-                  ) -> dict[str, np.ndarray]:
-    """The exact-match arrays of the matrix file for its rows `tasks`: metric, correct_before [N],
-    correct_after [M, N], drop [M, N] uint8, and Z [M, N] = drop as float32."""
+def kept_columns(correct_before_N: np.ndarray, em_columns: str) -> np.ndarray:
+    """int64 [K]: the indices of the upstream examples that are columns of the matrix under
+    matrix.em_columns: base_correct, those the base model answers right (at least 2, or
+    ValueError naming matrix.em_columns); all, the N of them."""
+    before_N = np.asarray(correct_before_N, bool)
+    if em_columns == "all":
+        return np.arange(before_N.size, dtype=np.int64)
+    if em_columns not in EM_COLUMNS:
+        raise ValueError(f"matrix.em_columns={em_columns!r} is not one of {', '.join(EM_COLUMNS)}")
+    columns = np.flatnonzero(before_N).astype(np.int64)
+    if columns.size < 2:
+        raise ValueError(f"matrix.em_columns=base_correct: the base model answers {columns.size} of the "
+                         f"{before_N.size} upstream prompts right, and only those are columns of the matrix (it "
+                         "needs at least 2); set matrix.em_columns=all, or give the base more upstream examples "
+                         "it can answer")
+    return columns
+
+
+def answer_arrays(correct_before_N: np.ndarray, correct_after: dict[str, np.ndarray], tasks: Sequence[str],
+                  em_columns: str = "all") -> dict[str, np.ndarray]:
+    """The exact-match arrays of the matrix file for its rows `tasks`, over all N upstream
+    examples: metric, em_columns (recorded: the store cuts the columns, `kept_columns`),
+    correct_before [N], correct_after [M, N], drop [M, N] uint8, and Z [M, N] = drop as float32."""
     before_N = np.asarray(correct_before_N, bool)
     after_MxN = (np.stack([np.asarray(correct_after[t], bool) for t in tasks]) if tasks
                  else np.zeros((0, before_N.size), bool))
     drop_MxN = before_N[None, :] & ~after_MxN
-    return {"metric": np.asarray("exact_match"), "correct_before": before_N, "correct_after": after_MxN,
-            "drop": drop_MxN.astype(np.uint8), "Z": drop_MxN.astype(np.float32)}
+    return {"metric": np.asarray("exact_match"), "em_columns": np.asarray(em_columns), "correct_before": before_N,
+            "correct_after": after_MxN, "drop": drop_MxN.astype(np.uint8), "Z": drop_MxN.astype(np.float32)}

@@ -2,7 +2,10 @@
 before and after each fine-tuning run, per-task and per-example drop rates, and the low-rank
 structure of the binary drop matrix against a null that keeps every task's drop count.
 
-Drop rates are over the examples the base model answered right (only those can be dropped).
+Drop rates are over the examples the base model answered right (only those can be dropped). A
+matrix of only those columns (matrix.em_columns = base_correct, the default) says nothing of the
+other upstream examples: its accuracy after fine-tuning is over the base's right answers, and
+answers gained are not counted.
 """
 
 import os
@@ -41,6 +44,8 @@ def answer_statistics(data: dict[str, Any]) -> dict[str, Any]:
     before_N, after_MxN = data["correct_before"], data["correct_after"]
     drop_MxN = data["drop"].astype(bool)
     tasks, ids = data["tasks"], data["example_ids"]
+    subset = data.get("upstream_size", len(before_N)) != len(before_N)
+    upstream = int(data.get("upstream_size", len(before_N)))
     right = int(before_N.sum())
     drops_M = drop_MxN.sum(axis=1)
     gains_M = (~before_N[None, :] & after_MxN).sum(axis=1)
@@ -53,10 +58,10 @@ def answer_statistics(data: dict[str, Any]) -> dict[str, Any]:
     right_ids = [ids[j] for j in np.flatnonzero(before_N)]
     order = np.argsort(-per_example, kind="stable")
     return {
-        "examples": len(before_N), "tasks": len(tasks), "base_right": right,
-        "base_accuracy": right / max(len(before_N), 1),
+        "examples": upstream, "columns": len(before_N), "em_columns": data.get("em_columns", "all"),
+        "tasks": len(tasks), "base_right": right, "base_accuracy": right / max(upstream, 1),
         "per_task": [{"task": t, "accuracy": float(after_MxN[i].mean()), "drops": int(drops_M[i]),
-                      "drop_rate": int(drops_M[i]) / max(right, 1), "gains": int(gains_M[i])}
+                      "drop_rate": int(drops_M[i]) / max(right, 1), "gains": None if subset else int(gains_M[i])}
                      for i, t in enumerate(tasks)],
         "drop_rate": float(drop_MxN.sum()) / max(right * len(tasks), 1),
         "examples_never_dropped": int((per_example == 0).sum()),
@@ -77,22 +82,31 @@ def answers_section(data: dict[str, Any], analysis_dir: str, figures_dir: str) -
     write_json(os.path.join(analysis_dir, "answers.json"), saved)
     _figure(stats, os.path.join(analysis_dir, "answers.png"))
     m, right = stats["tasks"], stats["base_right"]
+    subset = stats["columns"] != stats["examples"]
+    columns = (f"The matrix's columns are those {stats['columns']:,} examples only (matrix.em_columns="
+               f"{stats['em_columns']}, as the paper's final code builds it). " if subset else "")
     parts = [
         "## Answers lost (exact match)",
         "",
         f"Each model answered the {stats['examples']:,} upstream prompts by greedy decoding. The base model "
-        f"answers **{right:,} ({100 * stats['base_accuracy']:.1f}%)** right; an entry D[i, j] = 1 when example j "
-        f"was right before and is wrong after fine-tuning on task i. Over the {m} tasks, "
+        f"answers **{right:,} ({100 * stats['base_accuracy']:.1f}%)** right. {columns}An entry D[i, j] = 1 when "
+        f"example j was right before and is wrong after fine-tuning on task i. Over the {m} tasks, "
         f"**{100 * stats['drop_rate']:.1f}%** of the right answers are lost.",
         "",
     ]
     if not right:
         return "\n".join(parts + ["The base model answers no upstream example right: nothing can be lost.", ""])
     q = stats["per_example_drop_rate_quartiles"]
+    by_rate = sorted(stats["per_task"], key=lambda r: -r["drop_rate"])
+    if subset:
+        table = markdown_table(["task", "answers lost", "drop rate"],
+                               [[r["task"], r["drops"], f"{100 * r['drop_rate']:.1f}%"] for r in by_rate])
+    else:
+        table = markdown_table(["task", "accuracy after", "answers lost", "drop rate", "answers gained"],
+                               [[r["task"], f"{100 * r['accuracy']:.1f}%", r["drops"], f"{100 * r['drop_rate']:.1f}%",
+                                 r["gains"]] for r in by_rate])
     parts += [
-        markdown_table(["task", "accuracy after", "answers lost", "drop rate", "answers gained"],
-                       [[r["task"], f"{100 * r['accuracy']:.1f}%", r["drops"], f"{100 * r['drop_rate']:.1f}%",
-                         r["gains"]] for r in sorted(stats["per_task"], key=lambda r: -r["drop_rate"])]),
+        table,
         "",
         f"Per example (over the {right:,} right before): {stats['examples_never_dropped']:,} are never lost, "
         f"{stats['examples_dropped_by_all']:,} are lost by every task; quartiles of the share of tasks that "

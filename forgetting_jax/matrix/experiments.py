@@ -2,7 +2,8 @@
 
 An experiment is what one config computes: the rows of its tasks (each row's fingerprint covers
 its fine-tuning run and the scoring) on one set of base scores. Its fingerprint is that of
-{task: row fingerprint} and the base scores' fingerprint, so any setting that changes a row
+{task: row fingerprint} and the base scores' fingerprint (with matrix.metric=exact_match, also
+the answer set's and matrix.em_columns), so any setting that changes a row
 (say train.lr) makes another experiment, and settings that change nothing (mesh, batching of the
 scorer) do not.
 
@@ -51,9 +52,13 @@ class Experiment:
         return os.path.join(self.directory, "replay")
 
 
-def experiment_fingerprint(row_fingerprints: dict[str, str], base_scores_fingerprint: str) -> str:
-    """Fingerprint of an experiment: its tasks' row fingerprints {task: fp} and its base scores'."""
-    return fingerprint({"rows": row_fingerprints, "base_scores": base_scores_fingerprint})
+def experiment_fingerprint(row_fingerprints: dict[str, str], base_scores_fingerprint: str,
+                           answers: dict | None = None) -> str:
+    """Fingerprint of an experiment: its tasks' row fingerprints {task: fp} and its base scores';
+    with matrix.metric=exact_match, `answers` too ({"answers": the answer set's fingerprint,
+    "em_columns": matrix.em_columns}: the matrix's columns)."""
+    inputs = {"rows": row_fingerprints, "base_scores": base_scores_fingerprint}
+    return fingerprint(inputs if answers is None else dict(inputs, answers=answers))
 
 
 def _stored_fingerprint(directory: str) -> str | None:
@@ -87,12 +92,13 @@ def resolve_experiment(workdir: str, config_name: str, fp: str) -> Experiment:
 
 
 def record_experiment(experiment: Experiment, config_name: str, row_fingerprints: dict[str, str],
-                      base_scores_fingerprint: str) -> None:
+                      base_scores_fingerprint: str, answers: dict | None = None) -> None:
     """Writes experiment.json (process 0): what the experiment's fingerprint covers."""
     if is_main():
+        record = {"name": config_name, "fingerprint": experiment.fingerprint,
+                  "base_scores": base_scores_fingerprint, "rows": dict(row_fingerprints)}
         write_json(os.path.join(experiment.directory, EXPERIMENT_FILE),
-                   {"name": config_name, "fingerprint": experiment.fingerprint,
-                    "base_scores": base_scores_fingerprint, "rows": dict(row_fingerprints)})
+                   record if answers is None else dict(record, answers=dict(answers)))
 
 
 def publish_matrix(experiment: Experiment, workdir: str) -> str:

@@ -10,7 +10,7 @@ than 2 tasks, or a test row with at most k observed entries) gets a section that
 import dataclasses
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,15 +20,18 @@ from forgetting_jax.utils.markdown import markdown_table
 log = logging.getLogger("forgetting_jax.run")
 
 
-def comparison_settings(predict: Any, data: dict) -> Any:
+def comparison_settings(predict: Any, data: dict, encoder: Callable | None = None) -> Any:
     """The ComparisonSettings of config.predict; methods whose inputs the file lacks are dropped
-    (with a note in the log) rather than failing the report."""
+    (with a note in the log) rather than failing the report. encoder(tasks, example_ids): the
+    EncoderInputs of a trainable rep_dot encoder (matrix/encoder_inputs.py), called only when
+    predict.rep_dot_encoder trains and rep_dot is compared."""
     from forgetting_jax.predict import comparison, registry
     from forgetting_jax.predict.methods import CompletionConfig
 
+    trains = predict.rep_dot_encoder != "frozen" and encoder is not None
     methods = []
     for name in predict.methods:
-        missing = registry.missing_inputs(name, data)
+        missing = registry.missing_inputs(name, data, trains)
         if missing:
             log.info("prediction report: %s left out (it needs %s)", name, ", ".join(missing))
         else:
@@ -38,20 +41,26 @@ def comparison_settings(predict: Any, data: dict) -> Any:
                                                                           else float(predict.threshold)),
         split_seed=int(predict.split_seed), per_task=False,
         completion=CompletionConfig(rank=int(predict.rank), reg=float(predict.reg)),
-        rep_dot=comparison.rep_dot_config(predict.rep_dot_steps, predict.rep_dot_lr))
+        rep_dot=comparison.predict_rep_dot_config(predict) if trains else comparison.rep_dot_config(
+            predict.rep_dot_steps, predict.rep_dot_lr),
+        train_tasks=tuple(predict.train_tasks) or None,
+        encoder_inputs=encoder(data["tasks"], data["example_ids"]) if trains and "rep_dot" in methods else None)
 
 
-def prediction_section(data: dict, predict: Any, analysis_dir: str, figures_dir: str) -> tuple[str, dict | None]:
-    """(markdown of the section, the results JSON or None when the protocol cannot run)."""
+def prediction_section(data: dict, predict: Any, analysis_dir: str, figures_dir: str,
+                       encoder: Callable | None = None) -> tuple[str, dict | None]:
+    """(markdown of the section, the results JSON or None when the protocol cannot run);
+    encoder: as for `comparison_settings`."""
     from forgetting_jax.analysis.nonfinite import NonFinite
     from forgetting_jax.analysis.stats import json_safe
     from forgetting_jax.predict import comparison, protocol
 
     header = ["## Predicting forgetting", ""]
-    settings = comparison_settings(predict, data)
     z = data["Z"]
     try:
-        test_idx = protocol.select_test_tasks(data["tasks"], None, float(predict.test_fraction),
+        settings = comparison_settings(predict, data, encoder)
+        named = tuple(predict.test_tasks) or None
+        test_idx = protocol.select_test_tasks(data["tasks"], named, None if named else float(predict.test_fraction),
                                               int(predict.split_seed))
         result = comparison.compare(data, test_idx, settings)
     except (protocol.ProtocolError, ValueError) as err:
@@ -68,13 +77,19 @@ def prediction_section(data: dict, predict: Any, analysis_dir: str, figures_dir:
     best = result["best"]
     nonfinite = result["nonfinite"]
     m, n = z.shape
+    rep_dot = result["settings"].get("rep_dot") or {}
+    encoded = ("the base model's representations" if rep_dot.get("encoder", "frozen") == "frozen" else
+               f"representations (rep_dot: of an encoder trained with its head, {rep_dot['encoder']}, "
+               f"{rep_dot['steps']} steps)")
+    held_out = ("named in predict.test_tasks" if predict.test_tasks
+                else f"a seeded {100 * float(predict.test_fraction):.0f}%")
     parts = header + [
         f"Can the forgetting of an unseen task be predicted before fine-tuning on it? {len(test_idx)} of the "
-        f"{m} tasks are held out (a seeded {100 * float(predict.test_fraction):.0f}%); every method learns from "
-        f"the other {m - len(test_idx)} rows only. Matrix completion sees k = {settings.k} entries of each test "
+        f"{m} tasks are held out ({held_out}); every method learns from "
+        f"{len(result['train_tasks'])} other rows only. Matrix completion sees k = {settings.k} entries of each test "
         f"row (scored after fine-tuning on it: {settings.k} forward passes instead of {n}), drawn {settings.seeds} "
-        "times; the representation forecasters of prior work predict from the base model's representations of "
-        "the task's and the upstream examples alone. Metrics are on the entries not observed; forgotten = "
+        f"times; the representation forecasters of prior work predict from {encoded} of the task's and the "
+        "upstream examples alone. Metrics are on the entries not observed; forgotten = "
         f"Z > {result['settings']['threshold']:g} for F1 and AUC.",
         "",
         f"Headline figures: **{result['headline']['metrics']}** ({result['headline']['why']}).",

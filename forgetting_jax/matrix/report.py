@@ -146,9 +146,12 @@ def write_report(directory: str, matrix_path: str, name: str, max_rank: int, wor
 
 def print_summary(summary) -> None:
     """What the user is looking at and where the files are."""
+    kept = getattr(summary, "num_columns", None)
+    columns = (f"{summary.num_examples}" if kept is None else
+               f"{kept} of {summary.num_examples} (matrix.em_columns={summary.em_columns})")
     lines = [
         "",
-        f"forgetting matrix: {len(summary.tasks)} tasks x {summary.num_examples} upstream examples "
+        f"forgetting matrix: {len(summary.tasks)} tasks x {columns} upstream examples "
         f"({len(summary.trained)} rows computed now, {len(summary.reused_rows)} reused, base scores "
         f"{'reused' if summary.base_scores_reused else 'computed'}) in {summary.seconds:.0f}s",
         f"  matrix   {summary.matrix_path}   " + ("(Z[i, j] = 1: example j answered right before, wrong after "

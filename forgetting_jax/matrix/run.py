@@ -58,6 +58,8 @@ class RunSummary:
     analysis: dict[str, Any] | None = None
     experiment_dir: str | None = None  # W/experiments/<name>
     metric: str = "nll"  # matrix.metric
+    num_columns: int | None = None  # exact_match: the upstream examples kept as columns (matrix.em_columns)
+    em_columns: str | None = None  # exact_match: matrix.em_columns
     diverged: list[str] = dataclasses.field(default_factory=list)  # left out (matrix.on_divergence=skip)
 
 
@@ -123,7 +125,9 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
 
     barrier("rows written")  # process 0 wrote the rows that every process reads next
     row_fps = {task: row_fingerprint(plan(task), up.scoring) for task in all_tasks}
-    experiment = resolve_experiment(workdir, config.name, experiment_fingerprint(row_fps, up.base_scores_fp))
+    answers = None if up.answering is None else {"answers": up.answering.answers.fingerprint,
+                                                 "em_columns": config.matrix.em_columns}
+    experiment = resolve_experiment(workdir, config.name, experiment_fingerprint(row_fps, up.base_scores_fp, answers))
     rows = finished_rows(up.store, row_fps, len(up.examples))
     if summary.diverged and not rows:
         raise ValueError(f"every task of the matrix diverged ({', '.join(summary.diverged)}): lower train.lr "
@@ -134,23 +138,33 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
 
         correct_after = {task: stored_answers(up, task, row_fps[task]) for task in rows}
         rows = {task: row for task, row in rows.items() if correct_after[task] is not None}
-    record_experiment(experiment, config.name, row_fps, up.base_scores_fp)
+    record_experiment(experiment, config.name, row_fps, up.base_scores_fp, answers)
     if config.matrix.representations:
         from forgetting_jax.matrix.representations import representation_arrays
 
         train = {task: plan(task).examples["train"] for task in rows}
         with up.base_weights() as weights:
             extras.update(representation_arrays(up, weights, list(rows), train, int(config.matrix.task_examples)))
+    columns = None
     if up.answering is not None:
-        extras.update(answer_arrays(up.answering.base_correct, correct_after, list(rows)))
+        from forgetting_jax.matrix.answers import kept_columns
+
+        em_columns = config.matrix.em_columns
+        extras.update(answer_arrays(up.answering.base_correct, correct_after, list(rows), em_columns))
+        columns = kept_columns(up.answering.base_correct, em_columns)
+        summary.num_columns, summary.em_columns = len(columns), em_columns
+        log.info("matrix.em_columns=%s: %d of %d upstream examples are columns of the matrix%s", em_columns,
+                 len(columns), len(up.examples), " (those the base model answers right)"
+                 if em_columns == "base_correct" else "")
     up.store.assemble(rows, up.base_nll, [e.id for e in up.examples], [e.task for e in up.examples],
-                      experiment.matrix_path, extras=extras)
+                      experiment.matrix_path, extras=extras, columns=columns)
     publish_matrix(experiment, workdir)
     barrier("matrix written")  # every process may read the matrix next (replay)
     summary.matrix_path, summary.experiment_dir = experiment.matrix_path, experiment.directory
     summary.tasks = list(rows)
     log.info("matrix: %d of %d tasks x %d upstream examples -> %s (the most recent run's copy: %s)", len(rows),
-             len(all_tasks), len(up.examples), experiment.matrix_path, up.store.matrix_path)
+             len(all_tasks), len(up.examples) if columns is None else len(columns), experiment.matrix_path,
+             up.store.matrix_path)
     if analyze and rows and is_main():
         from forgetting_jax.matrix.report import write_report
 

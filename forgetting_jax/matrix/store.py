@@ -10,7 +10,11 @@ so experiments sharing a workspace never overwrite each other's files:
   forgetting.npz        Z [M, N] = ft_nll - base_nll, ft_nll [M, N], base_nll [N], tasks [M],
                         example_ids [N], example_sources [N]: the finished rows, in task order
                         (`assemble`; the pipeline writes each experiment's own copy elsewhere),
-                        and the base model's representations (matrix/representations.py).
+                        and the base model's representations (matrix/representations.py). With
+                        `columns` (an exact-match matrix, matrix/answers.py kept_columns) only
+                        those K upstream examples are columns: every array with an upstream
+                        axis (COLUMN_AXES) is cut to them, and the file records columns [K]
+                        int64 (their indices in the N) and upstream_size (N).
 
 Files of the earlier layout (`base_nll.npz`, `rows/<task>.npz`, keyed by name alone) are still
 read when their fingerprint is the one asked for, and copied to their fingerprint's place.
@@ -36,6 +40,35 @@ log = logging.getLogger("forgetting_jax.matrix")
 # What each file must hold: {array: (dtype kinds, ndim)}; "n" in a shape check is the upstream size.
 BASE_ARRAYS = {"example_id": ("U", 1), "nll": ("f", 1), "num_tokens": ("iu", 1)}
 ROW_ARRAYS = {"task": ("U", 0), "ft_nll": ("f", 1)}
+# The upstream (column) axis of each array of the matrix file, and the arrays that have none.
+COLUMN_AXES = {"Z": 1, "ft_nll": 1, "base_nll": 0, "example_ids": 0, "example_sources": 0, "example_embeddings": 0,
+               "example_last_hidden": 0, "correct_before": 0, "correct_after": 1, "drop": 1}
+NO_COLUMN_AXIS = ("tasks", "metric", "em_columns", "task_embeddings", "task_example_last_hidden",
+                  "task_example_count")
+
+
+def select_columns(arrays: dict[str, np.ndarray], columns: np.ndarray) -> dict[str, np.ndarray]:
+    """The matrix file's `arrays` (N upstream columns) cut to `columns` (int indices [K]) along
+    each one's upstream axis (COLUMN_AXES); `columns` [K] int64 and `upstream_size` (N) added.
+    ValueError for an array of unknown layout (it could not be cut consistently)."""
+    n = int(arrays["Z"].shape[1])
+    columns = np.asarray(columns, np.int64)
+    if columns.ndim != 1 or (columns.size and (columns.min() < 0 or columns.max() >= n)) or (
+            np.diff(columns) <= 0).any():
+        raise ValueError(f"columns must be increasing indices into the {n} upstream examples, got {columns}")
+    out = {}
+    for name, value in arrays.items():
+        if name in COLUMN_AXES:
+            axis = COLUMN_AXES[name]
+            if value.shape[axis] != n:
+                raise ValueError(f"array {name!r} has {value.shape[axis]} upstream entries, 'Z' {n}")
+            out[name] = np.take(value, columns, axis=axis)
+        elif name in NO_COLUMN_AXIS:
+            out[name] = value
+        else:
+            raise ValueError(f"array {name!r} of the matrix file has no known upstream axis (matrix/store.py "
+                             "COLUMN_AXES): its columns cannot be chosen")
+    return dict(out, columns=columns, upstream_size=np.asarray(n, np.int64))
 
 
 def upstream_tokens_fingerprint(example_ids: Sequence[str], token_ids: Sequence[np.ndarray]) -> str:
@@ -164,11 +197,13 @@ class MatrixStore:
 
     def assemble(self, rows: dict[str, np.ndarray], base_nll: np.ndarray, example_ids: Sequence[str],
                  example_sources: Sequence[str], path: str | None = None,
-                 extras: dict[str, np.ndarray] | None = None) -> str:
+                 extras: dict[str, np.ndarray] | None = None, columns: np.ndarray | None = None) -> str:
         """Writes the matrix of finished rows {task: ft_nll [N]} (in the dict's order) to `path`
         (default: forgetting.npz under the root), with `extras` (the representation arrays of
-        matrix/representations.py, rows in the same task order). A file holding the same arrays
-        already is left as it is (its bytes, and whatever was derived from them, stay valid)."""
+        matrix/representations.py and the answer arrays of matrix/answers.py, rows in the same task
+        order). columns: int indices [K] of the upstream examples that are its columns (None: all
+        N; see `select_columns`). A file holding the same arrays already is left as it is (its
+        bytes, and whatever was derived from them, stay valid)."""
         path = path or self.matrix_path
         tasks = list(rows)
         n = len(example_ids)
@@ -180,6 +215,8 @@ class MatrixStore:
                       example_ids=np.asarray(example_ids, dtype=str),
                       example_sources=np.asarray(example_sources, dtype=str))
         arrays.update({k: np.asarray(v) for k, v in (extras or {}).items()})
+        if columns is not None:
+            arrays = select_columns(arrays, columns)
         if is_main() and not _holds(path, arrays):
             write_npz(path, **arrays)
         return path

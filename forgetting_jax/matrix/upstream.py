@@ -197,13 +197,15 @@ def _base_answers(matrix: Any, tokenizer, base: Any, scoring_config: ModelConfig
                   base_fp: str, n: int, store: MatrixStore, weights: BaseWeights) -> Answering:
     """matrix.metric=exact_match: the answer set, and the base model's answers (read from the
     answer store, or generated now)."""
-    from forgetting_jax.matrix.answers import BASE, AnswerStore, answer, answer_set, answers_fingerprint
+    from forgetting_jax.matrix.answers import (BASE, AnswerStore, answer, answer_set, answers_fingerprint,
+                                               kept_columns)
     from forgetting_jax.models.generate import eos_token_ids
 
     if jax.process_count() > 1:
         raise ValueError("matrix.metric=exact_match runs in one process (one host, any number of its devices); "
                          f"this run has {jax.process_count()} processes")
-    answers = answer_set(matrix, tokenizer, load_upstream_records(matrix, tokenizer))
+    answers = answer_set(matrix, tokenizer, load_upstream_records(matrix, tokenizer),
+                         scoring_config.max_position_embeddings)
     answer_store = AnswerStore(store.root)
     eos_ids = tuple(eos_token_ids(scoring_config, tokenizer, base.model_dir))
     batch_size = int(matrix.generate_batch_size)
@@ -216,4 +218,5 @@ def _base_answers(matrix: Any, tokenizer, base: Any, scoring_config: ModelConfig
         base_correct, completions = answer(scoring_config, weights.scorer().params, answers, tokenizer, eos_ids,
                                            scoring_mesh, batch_size, "the base model")
         answer_store.write(BASE, fp, base_correct, completions)
+    kept_columns(base_correct, matrix.em_columns)  # fails now, before any fine-tuning, when too few are right
     return Answering(answers, answer_store, base_correct, tokenizer, eos_ids, batch_size)

@@ -11,14 +11,18 @@ fitted on the Bernoulli negative log-likelihood of the observed entries plus an 
 
 divided by the entry count, by full-batch Adam in one jitted `lax.scan` of `steps` steps.
 
-The paper's reference code (INK-USC/lm-forgetting-prediction-code, src/run_matrix_completion.py)
-has no logistic factorization: its factorization is surprise's SVD (biased: mu + b_u + b_i +
-q_i . p_u, squared error, reg_all = 0.02 applied at every visit of a rating, factors drawn from
-N(0, 0.1), 100 SGD epochs, 100 factors). This model keeps its form -- the biases, the
-per-entry regularisation (which keeps one `l2` right for matrices of any shape: a row of N
-entries and a column of M entries are each held in proportion to their data) and the N(0, 0.1)
-start -- with the Bernoulli likelihood in place of squared error, rank 5 (100 factors could not
-be folded in from k = 30 entries) and Adam for SGD.
+The code of the paper's first version (INK-USC/lm-forgetting-prediction-code,
+src/run_matrix_completion.py) has no logistic factorization: its factorization is surprise's SVD
+(biased: mu + b_u + b_i + q_i . p_u, squared error, reg_all = 0.02 applied at every visit of a
+rating, factors drawn from N(0, 0.1), 100 SGD epochs, 100 factors). The final code
+(AuCson/low-rank-forgetting) fits logistic factorizations, `lgmf` and `lgmf_additive`
+(predict/lgmf.py: logits W H, or a row plus a column term, refitted for every test row).
+`logistic` is this project's own model, kept beside them: biased, rank 5, fitted once, test rows
+folded in by MAP (below). It keeps the SVD's form -- the biases, the per-entry regularisation
+(which keeps one `l2` right for matrices of any shape: a row of N entries and a column of M
+entries are each held in proportion to their data) and the N(0, 0.1) start -- with the Bernoulli
+likelihood in place of squared error, rank 5 (100 factors could not be folded in from k = 30
+entries) and Adam for SGD.
 
 A test row is folded in from its k observed entries: its parameters w = (a, u) with the column
 parameters fixed, the maximum a posteriori estimate under a Gaussian prior fitted to the
@@ -60,6 +64,16 @@ def is_binary(z_MxN: np.ndarray) -> bool:
     """True when every finite entry is 0 or 1 (and there is one)."""
     finite = np.asarray(z_MxN)[np.isfinite(z_MxN)]
     return bool(finite.size) and bool(np.isin(finite, (0.0, 1.0)).all())
+
+
+def check_binary(name: str, train_MxN: np.ndarray) -> None:
+    """ValueError naming method `name` unless the training rows are binary (is_binary)."""
+    if not is_binary(train_MxN):
+        finite = train_MxN[np.isfinite(train_MxN)]
+        other = finite[~np.isin(finite, (0.0, 1.0))]
+        found = f"other values, e.g. {float(other[0]):g}" if other.size else "no finite entry"
+        raise ValueError(f"method {name} needs a binary matrix (every finite entry 0 or 1: "
+                         f"matrix.metric=exact_match); its training rows have {found}")
 
 
 def _loss(params, y_MxN, w_MxN, l2):
@@ -143,13 +157,7 @@ class LogisticMethod:
 
     def fit(self, chunks: ColumnChunks) -> Any:
         rows = np.asarray(chunks.rows_M)
-        train = np.asarray(chunks.z_MxN)[rows]
-        if not is_binary(train):
-            finite = train[np.isfinite(train)]
-            other = finite[~np.isin(finite, (0.0, 1.0))]
-            found = f"other values, e.g. {float(other[0]):g}" if other.size else "no finite entry"
-            raise ValueError("method logistic needs a binary matrix (every finite entry 0 or 1: "
-                             f"matrix.metric=exact_match); its training rows have {found}")
+        check_binary(self.name, np.asarray(chunks.z_MxN)[rows])
         w = np.isfinite(chunks.z_MxN) & rows[:, None]
         y = np.where(w, chunks.z_MxN, 0.0)
         params = _fit(jnp.asarray(y, jnp.float32), jnp.asarray(w, jnp.float32), self.config)

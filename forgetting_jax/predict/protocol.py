@@ -62,6 +62,22 @@ def select_test_tasks(tasks: Sequence[str], test_tasks: Sequence[str] | None = N
     return idx
 
 
+def select_train_tasks(tasks: Sequence[str], train_tasks: Sequence[str], test_idx: np.ndarray) -> np.ndarray:
+    """Row indices of the named training tasks (sorted); ProtocolError for an unknown name, a test
+    task among them, or none."""
+    index = {t: i for i, t in enumerate(tasks)}
+    unknown = [t for t in train_tasks if t not in index]
+    if unknown:
+        raise ProtocolError(f"unknown training task(s) {unknown}; the matrix has {len(tasks)} tasks")
+    idx = np.array(sorted({index[t] for t in train_tasks}), np.int64)
+    both = sorted(set(idx.tolist()) & set(np.asarray(test_idx).tolist()))
+    if both:
+        raise ProtocolError(f"task(s) {[tasks[i] for i in both]} are both training and test tasks")
+    if len(idx) == 0:
+        raise ProtocolError("no training tasks")
+    return idx
+
+
 def pair_keys(base_seed: int, seeds_P: np.ndarray, tasks_P: np.ndarray) -> jax.Array:
     """PRNG key of each (seed, task row) pair."""
     base = jax.random.PRNGKey(base_seed)
@@ -119,12 +135,14 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
                  max_rank_columns: int = 50_000, pair_batch: int | None = None,
                  chunk_columns: int | None = None, base_seed: int = 0,
                  log: Callable[[str], None] = _LOG.info, sampling: str = "uniform",
-                 score_observed: bool = False, tasks: Sequence[str] | None = None) -> dict[str, Any]:
+                 score_observed: bool = False, tasks: Sequence[str] | None = None,
+                 train_idx: np.ndarray | None = None) -> dict[str, Any]:
     """Runs every method over test tasks x seeds; returns per-pair metrics and timings.
 
     sampling: "uniform" (the project's: k distinct observed columns per pair) or "reference"
     (see the module docstring); score_observed: also score the observed entries. tasks: the
-    row names, for the non-finite counts.
+    row names, for the non-finite counts. train_idx: the rows that train every method (None:
+    every row that is not a test row; `select_train_tasks`).
 
     Returns {"pairs": {"task": [P], "seed": [P]}, "methods": {name: {"metrics": {metric: [P]},
     "seconds": s, "fit_seconds": s}}, "settings": {...}, "nonfinite": {"train": NonFinite
@@ -136,6 +154,11 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
     test_idx = np.asarray(test_idx, np.int64)
     rows = np.ones(m, bool)
     rows[test_idx] = False
+    if train_idx is not None:
+        rows = np.zeros(m, bool)
+        rows[np.asarray(train_idx, np.int64)] = True
+        if rows[test_idx].any():
+            raise ProtocolError("a test row is also a training row")
     truth_np = np.asarray(z_MxN[test_idx], np.float32)
     observed = np.isfinite(truth_np).sum(1)
     if k < 1:

@@ -1,11 +1,13 @@
 """rep_dot: the trained representation-based forgetting forecaster of prior work (Jin & Ren, ICML
 2024, "What Will My Model Forget? Forecasting Forgotten Examples in Language Model Refinement"),
-with a frozen encoder.
+with a frozen encoder (predict.rep_dot_encoder=frozen): the base model's representations from the
+matrix file. With a trainable encoder (full, top:K) the same head and score train together with
+the encoder: predict/rep_dot_training.py.
 
 An example's raw representation is the encoder's final hidden state at its last token. One
-two-layer head h = Linear(D, D) -> ReLU -> Linear(D, D_out), shared by the task examples and the
-upstream examples (the reference applies the same head to both sides), maps it to D_out
-dimensions; the score of a (task example a, upstream example u) pair is
+two-layer head h = Linear(D, D) -> ReLU -> Linear(D, D_out) (D_out = 768, the paper's final code's),
+shared by the task examples and the upstream examples (the reference applies the same head to
+both sides), maps it to D_out dimensions; the score of a (task example a, upstream example u) pair is
 
     score(a, u) = -mean_d(h(a)_d * h(u)_d) / temperature,
 
@@ -26,7 +28,7 @@ Training (the reference's `rep_task_level` method, `sample_episode_task_level_ba
   sigmoid(score + b) against the label, with b = log(p / (1 - p)), p the positive rate of the
   training entries. The reference's `prior: odd` adds log(p) instead, which is the log-odds
   only when p is small; the log-odds is the bias under which a zero score predicts exactly the
-  prior (`prior=False` drops it, as the reference's default does). For BCE the predicted row is
+  prior (`prior=True`; the default, False, adds none, as the final code's BCE does). For BCE the predicted row is
   the logit mean_s score + b (pred > 0: a forgetting probability above 1/2); on a binary matrix
   (loss auto) the protocol gets sigmoid of it, a probability it thresholds at 1/2;
 - Adam (optax, the reference's torch defaults) on the head at `lr_head`; the reference trains the
@@ -82,16 +84,21 @@ class RepDotConfig:
     batch_tasks: int = 8  # task examples per step (each with a forgotten and a kept pair)
     lr_head: float = PredictSettings.rep_dot_lr  # Adam learning rate of the head (see the module docstring)
     temperature: float = 1.0
-    output_dim: int | None = None  # D_out of the head; None = the feature dimension D
+    output_dim: int | None = 768  # D_out of the head (the paper's final code); None = the feature dimension D
     eval_every: int = 100  # steps between dev evaluations
     dev_fraction: float = 0.2  # of the usable training rows, held out to choose the best step
     dev_seed: int = 0  # of the dev split
     loss: str = "auto"  # "auto" (bce when training entries are all 0/1), "mse" or "bce"
-    prior: bool = True  # bce: add the log-odds of the training positive rate to the logit
+    prior: bool = False  # bce: add the log-odds of the training positive rate to the logit (the final code adds none)
     seeds: int = 1  # independent heads trained together (vmapped); predictions average them
     seed: int = 0  # head s starts from PRNGKey(seed + s)
     normalize_features: bool = True  # standardise raw features (statistics of training data)
     block_examples: int = 65536  # upstream examples per block of the head
+    # A trainable encoder (predict/encoder.py, predict/rep_dot_training.py): what of it trains
+    # ("frozen": nothing, the features of the matrix file), its learning rate, where the step is chosen.
+    encoder: str = PredictSettings.rep_dot_encoder
+    lr_encoder: float = PredictSettings.rep_dot_encoder_lr
+    select: str = PredictSettings.rep_dot_select
 
 
 @functools.partial(jax.tree_util.register_dataclass,

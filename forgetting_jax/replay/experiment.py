@@ -100,6 +100,11 @@ def _matrix(config: Experiment, workdir: str, up: Upstream) -> tuple[np.ndarray,
     summary = run_pipeline(config, workdir, upstream=up)
     data = read_matrix_file(summary.matrix_path)  # the one validating reader of matrix files
     z, ids = data["Z"], data["example_ids"]
+    if data["upstream_size"] != len(up.examples) or len(data["columns"]) != len(up.examples):
+        raise ValueError(f"{summary.matrix_path}: field 'columns' keeps {len(data['columns'])} of "
+                         f"{data['upstream_size']} upstream examples (em_columns={data['em_columns']}); replay "
+                         f"predicts forgetting of every one of the config's {len(up.examples)}: set "
+                         "matrix.em_columns=all")
     if ids != [e.id for e in up.examples]:
         raise ValueError(f"{summary.matrix_path}: its upstream examples differ from the config's")
     if z.shape[0] < 2:

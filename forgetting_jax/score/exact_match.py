@@ -3,7 +3,9 @@
 The paper's code judges generated answers by exact match after SQuAD normalisation (lower case,
 punctuation and the articles a / an / the removed, whitespace collapsed: `normalize_answer`,
 `compute_exact` of its squad_f1.py), with a list of references counting as right when any
-matches. Per kind:
+matches. As in the paper's final code (AuCson/low-rank-forgetting), a completion is judged on its
+text before the first blank line (`before_blank_line`: `completion.split("\n\n")[0]`), cut before
+any per-kind extraction. Per kind:
 
   mmlu        the reference is a choice letter (A-J). The answer is the standalone letter that
               starts the completion, or what follows its last "answer is" / "Answer:" ("B",
@@ -15,15 +17,16 @@ matches. Per kind:
               other targets ("True", "valid", "12", "[ ] ]") by normalised exact match.
   truthfulqa  the first line, by normalised exact match against the best answer (or any of a list
               of correct answers).
-  short       short Tulu / FLAN / Dolly answers: the whole completion (decoding stops at a blank
-              line), by normalised exact match.
+  short       short Tulu / FLAN / Dolly answers: all of the text before the blank line (decoding
+              stops at one too), by normalised exact match.
   demo        the bundled task suite: the first line, stripped, must equal the reference exactly
               (case, punctuation and spacing are the answer in tasks such as uppercase or
               kv_to_json).
 
 `max_new_tokens(kind)` and `stop_strings(kind)` are the decoding defaults of each kind: a letter
 needs a few tokens and ends at the line; a BBH answer, a TruthfulQA sentence or a short answer
-end at a blank line.
+end at a blank line. `answer_budget` is the budget of matrix.max_new_tokens = 0: the paper's 512
+new tokens where the model's positions leave room for them after the longest prompt.
 """
 
 import re
@@ -37,6 +40,7 @@ UPSTREAM_KINDS = {"mmlu": "mmlu", "bbh": "bbh", "truthfulqa": "truthfulqa", "dem
                   "flan": "short", "dolly": "short", "chat": "short", "upstream": "short"}
 _BUDGETS = {"mmlu": 8, "bbh": 48, "truthfulqa": 64, "short": 64, "demo": 24}
 _STOPS = {"mmlu": ("\n",), "bbh": ("\n\n",), "truthfulqa": ("\n\n",), "short": ("\n\n",), "demo": ("\n",)}
+PAPER_BUDGET = 512  # new tokens of the paper's final code (greedy, max_tokens=512)
 _ANSWER_IS = re.compile(r"answer is\s*:?\s*|answer\s*:\s*", re.IGNORECASE)
 _LETTER = re.compile(r"^\s*\(?([A-J])\)?(?![A-Za-z])")
 _CHOICE_TARGET = re.compile(r"^\(([A-Z])\)$")
@@ -65,6 +69,32 @@ def stop_strings(kind: str) -> tuple[str, ...]:
     return _STOPS[kind]
 
 
+def answer_budget(kind: str, max_positions: int, longest_prompt: int) -> tuple[int, str]:
+    """(new tokens, why) of matrix.max_new_tokens = 0: min(PAPER_BUDGET, max_positions -
+    longest_prompt), the room the model's positions leave after the longest prompt (in tokens);
+    when that is less than the kind's own budget, the kind's budget where it fits the positions
+    (the longest prompts then keep their last tokens, models/generate.py)."""
+    own = max_new_tokens(kind)
+    room = int(max_positions) - int(longest_prompt)
+    budget = min(PAPER_BUDGET, room)
+    if budget >= own:
+        why = ("the paper's budget" if budget == PAPER_BUDGET else
+               f"the room after the longest prompt ({longest_prompt} of {max_positions} positions), "
+               f"under the paper's {PAPER_BUDGET}")
+        return budget, why
+    if own < max_positions:
+        return own, (f"the answer kind {kind}'s own budget: the longest prompt ({longest_prompt} tokens) leaves "
+                     f"{max(room, 0)} of the model's {max_positions} positions, under the paper's {PAPER_BUDGET}")
+    budget = max(1, min(room, int(max_positions) - 1))
+    return budget, (f"all the model's {max_positions} positions leave (the answer kind {kind}'s {own} and the "
+                    f"paper's {PAPER_BUDGET} do not fit)")
+
+
+def before_blank_line(completion: str) -> str:
+    """The text a completion is judged on: before its first blank line ("\n\n")."""
+    return completion.split("\n\n")[0]
+
+
 def normalize_answer(text: str) -> str:
     """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
     text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
@@ -88,8 +118,10 @@ def _letter(text: str) -> str | None:
 
 
 def extract_answer(kind: str, completion: str) -> str:
-    """The part of a completion that is compared with the reference."""
+    """The part of a completion that is compared with the reference (of its text before the
+    first blank line)."""
     _check(kind)
+    completion = before_blank_line(completion)
     if kind == "mmlu":
         return _letter(_after_answer_is(completion).strip()) or _first_line(completion)
     if kind == "bbh":

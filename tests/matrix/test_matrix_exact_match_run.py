@@ -1,6 +1,7 @@
 """`forgetting-jax run` with matrix.metric=exact_match on the micro demo: the binary matrix file,
 answers that match transformers' greedy decoding of the exported base, reuse of every answer,
-the report's section and `predict --methods=logistic` on the result."""
+the report's section and `predict --methods=logistic` on the result; the matrix of only the
+base's right answers (matrix.em_columns=base_correct) from the same answers."""
 
 import glob
 import os
@@ -17,7 +18,8 @@ pytestmark = pytest.mark.slow  # the whole pipeline, trained
 UPSTREAM_TASKS = ("palindrome", "code_lookup")
 EXACT = {"matrix.metric": "exact_match", "matrix.upstream": "demo_tasks", "matrix.upstream_tasks": UPSTREAM_TASKS,
          "pretrain.demo_tasks": UPSTREAM_TASKS, "matrix.num_upstream": 40, "matrix.max_new_tokens": 6,
-         "matrix.generate_batch_size": 16, "predict.methods": ("logistic", "knn", "train_mean")}
+         "matrix.generate_batch_size": 16, "predict.methods": ("logistic", "knn", "train_mean"),
+         "matrix.em_columns": "all"}  # the micro base answers none right
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +80,49 @@ def test_report_and_logistic_prediction(exact):
         text = f.read()
     assert "## Answers lost (exact match)" in text and "answered right before" not in text
     assert os.path.isfile(os.path.join(summary.experiment_dir, "analysis", "answers.json"))
+
+
+def test_no_right_answer_stops_before_fine_tuning_naming_the_setting(exact, monkeypatch):
+    import forgetting_jax.matrix.rows as rows
+
+    workdir, _ = exact
+    data = read_matrix_file(exact[1].matrix_path)
+    assert not data["correct_before"].any()  # what the micro base answers
+    monkeypatch.setattr(rows, "finetune", lambda *a, **k: pytest.fail("fine-tuned"))
+    with pytest.raises(ValueError, match="matrix.em_columns=base_correct: the base model answers 0 of the 40"):
+        run_pipeline(micro_experiment(**dict(EXACT, **{"matrix.em_columns": "base_correct"})), workdir)
+
+
+def test_base_correct_columns_cut_every_upstream_array(exact, monkeypatch, caplog):
+    import forgetting_jax.matrix.answers as answers
+
+    workdir, first = exact
+    full = read_matrix_file(first.matrix_path)
+    read = answers.AnswerStore.read
+    right = np.zeros(40, bool)
+    right[[1, 4, 9, 16, 25, 36]] = True
+
+    def base_right_on_some(self, task, fp, n):  # the base's stored answers, six of them made right
+        correct = read(self, task, fp, n)
+        return correct | right if task == answers.BASE and correct is not None else correct
+
+    monkeypatch.setattr(answers.AnswerStore, "read", base_right_on_some)
+    monkeypatch.setattr(answers, "answer", lambda *a, **k: pytest.fail("answered again"))
+    with caplog.at_level("INFO", logger="forgetting_jax.run"):
+        summary = run_pipeline(micro_experiment(**dict(EXACT, **{"matrix.em_columns": "base_correct"})), workdir)
+    assert "matrix.em_columns=base_correct: 6 of 40 upstream examples are columns" in caplog.text
+    assert summary.num_columns == 6 and summary.experiment_dir != first.experiment_dir
+    data = read_matrix_file(summary.matrix_path)
+    kept = np.flatnonzero(right)
+    assert list(data["columns"]) == list(kept) and data["upstream_size"] == 40 and data["em_columns"] == "base_correct"
+    assert data["example_ids"] == [full["example_ids"][j] for j in kept]
+    assert data["example_sources"] == [full["example_sources"][j] for j in kept]
+    assert data["correct_before"].all() and data["tasks"] == full["tasks"]
+    for key in ("ft_nll", "correct_after"):
+        np.testing.assert_array_equal(data[key], full[key][:, kept])
+    for key in ("base_nll", "example_embeddings", "example_last_hidden"):
+        np.testing.assert_array_equal(data[key], full[key][kept])
+    np.testing.assert_array_equal(data["task_embeddings"], full["task_embeddings"])
+    np.testing.assert_array_equal(data["Z"], (~full["correct_after"][:, kept]).astype(np.float32))
+    with open(summary.report_path) as f:
+        assert "columns are those 6 examples only" in f.read()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from forgetting_jax.analysis.matrix_file import MatrixFileError, read_matrix_file
+from forgetting_jax.experiment.choices import BINARY
 from forgetting_jax.matrix.run import run_pipeline
 from forgetting_jax.matrix.upstream import prepare_upstream
 from forgetting_jax.matrix.representations import represented_examples
@@ -109,8 +110,8 @@ def test_the_report_compares_the_forecasters(micro_matrix):
     analysis_dir = os.path.join(os.path.dirname(summary.report_path), "analysis")
     with open(os.path.join(analysis_dir, "prediction.json"), encoding="utf-8") as f:
         result = json.load(f)
-    # every configured method but logistic, which needs a binary matrix (lost answers)
-    assert list(result["methods"]) == [m for m in micro_config().predict.methods if m != "logistic"]
+    # every configured method but the binary ones (logistic, lgmf, ...), which need lost answers
+    assert list(result["methods"]) == [m for m in micro_config().predict.methods if m not in BINARY]
     assert result["settings"]["seeds"] == 3 and result["settings"]["rep_dot"]["steps"] == 100
     best = result["best"]["rmse"]
     assert f"**{best}** predicts best by pooled RMSE" in report

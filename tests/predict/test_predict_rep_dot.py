@@ -84,13 +84,15 @@ def test_padding_slots_are_ignored():
     assert np.isfinite(p1).all()
 
 
-def test_binary_targets_use_bce_with_the_log_odds_prior():
+def test_binary_targets_use_bce_with_the_log_odds_prior_when_asked():
     _, ex, count, up, score = _planted(seed=4)
     logit = 4.0 * score / score.std() - 1.0
     prob = 1.0 / (1.0 + np.exp(-logit))
     z = (np.random.default_rng(5).random(size=(M, N)) < prob).astype(np.float32)
     z[ROWS.nonzero()[0][:3], :7] = np.nan  # missing training entries are never drawn
-    method, state = _fit(z, ex, count, up, steps=1000, lr_head=3e-3)
+    _, plain = _fit(z, ex, count, up, steps=100, eval_every=100, lr_head=3e-3)
+    assert plain.loss == "bce" and float(plain.bias) == 0.0  # the final code's BCE: no prior
+    method, state = _fit(z, ex, count, up, steps=1000, lr_head=3e-3, prior=True)
     assert state.loss == "bce"
     fit_z = z[np.asarray(state.fit_rows)]
     p = np.nanmean(fit_z)

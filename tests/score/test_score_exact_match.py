@@ -2,8 +2,9 @@
 
 import pytest
 
-from forgetting_jax.score.exact_match import (answer_kind, correctness, extract_answer, is_correct, max_new_tokens,
-                                              normalize_answer, stop_strings)
+from forgetting_jax.score.exact_match import (PAPER_BUDGET, answer_budget, answer_kind, before_blank_line, correctness,
+                                              extract_answer, is_correct, max_new_tokens, normalize_answer,
+                                              stop_strings)
 
 
 def test_squad_normalisation():
@@ -56,3 +57,29 @@ def test_kinds_and_defaults():
     with pytest.raises(ValueError, match="answer kind"):
         extract_answer("squad", "x")
     assert max_new_tokens("mmlu") < max_new_tokens("truthfulqa") and stop_strings("demo") == ("\n",)
+
+
+@pytest.mark.parametrize("kind,completion,reference", [
+    ("short", "Paris\n\nMore text", "Paris"), ("truthfulqa", "Paris\n\nMore text", "Paris"),
+    ("demo", "Paris\n\nMore text", "Paris"), ("mmlu", "B\n\nThe answer is C", "B"),
+    ("bbh", "So the answer is (A).\n\nThe answer is (B).", "(A)"),
+])
+def test_answers_are_judged_before_the_first_blank_line(kind, completion, reference):
+    assert is_correct(kind, completion, reference)
+    assert not is_correct(kind, completion.split("\n\n")[1], reference)
+
+
+def test_the_blank_line_cut_comes_before_extraction():
+    assert before_blank_line("Paris\n\nMore\n\ntext") == "Paris" and before_blank_line("Paris\nLyon") == "Paris\nLyon"
+    assert extract_answer("short", "Paris \n\nLyon") == "Paris"
+    assert not is_correct("demo", "\n\nParis", "Paris")  # nothing before the blank line: no answer
+
+
+def test_answer_budget_is_the_papers_where_the_positions_leave_room():
+    assert PAPER_BUDGET == 512
+    assert answer_budget("demo", 4096, 300)[0] == 512 and "paper" in answer_budget("demo", 4096, 300)[1]
+    assert answer_budget("short", 512, 44)[0] == 468  # the room after the longest prompt
+    budget, why = answer_budget("demo", 64, 50)  # 14 left: the kind's own 24 (the longest prompts are cut)
+    assert budget == max_new_tokens("demo") == 24 and "own budget" in why
+    assert answer_budget("truthfulqa", 128, 200)[0] == max_new_tokens("truthfulqa")  # a prompt over the positions
+    assert answer_budget("mmlu", 8, 3)[0] == 5  # the kind's 8 does not fit 8 positions: the room

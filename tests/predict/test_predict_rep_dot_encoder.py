@@ -1,0 +1,62 @@
+"""rep_dot with a trainable encoder on the micro demo's workspace: `forgetting-jax predict
+--rep_dot_encoder=full | top:1` trains it as a driver run (resumable, reused when finished),
+--train_tasks restricts the training rows, and the errors name what is missing."""
+
+import json
+import os
+
+import pytest
+
+from command_line import keep_pytest_stderr, run_cli
+from micro_demo import cli_overrides
+
+
+def setup_module():
+    keep_pytest_stderr()
+
+
+def _predict(workdir, summary, out, *extra):
+    return run_cli("predict", f"--matrix={summary.matrix_path}", f"--output={out}", f"--workdir={workdir}",
+                   "--config=configs/demo.py", *cli_overrides(), "--test_tasks=parity", "--k=5", "--seeds=2",
+                   "--rep_dot_steps=4", "--rep_dot_eval_every=2", "--rep_dot_batch=2", *extra)
+
+
+@pytest.mark.parametrize("encoder", ["full", "top:1"])
+def test_trainable_encoder_runs_and_is_reused(micro_matrix, tmp_path, encoder):
+    workdir, summary = micro_matrix
+    out = tmp_path / "r.json"
+    assert _predict(workdir, summary, out, "--methods=rep_dot,train_mean", f"--rep_dot_encoder={encoder}") == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["rep_dot"]["encoder"] == encoder
+    rmse = result["methods"]["rep_dot"]["pooled"]["rmse"]
+    assert rmse == rmse and rmse < 10  # a finite forecast
+    runs = os.path.join(workdir, "predict", "rep_dot")
+    done = [d for d in os.listdir(runs) if os.path.isfile(os.path.join(runs, d, "result.npz"))]
+    assert done, "the finished run keeps its result"
+    metrics = [json.loads(line) for d in done for line in open(os.path.join(runs, d, "metrics.jsonl"))]
+    assert any("val_loss" in m for m in metrics) and any("loss" in m for m in metrics)
+    before = {d: os.path.getmtime(os.path.join(runs, d, "result.npz")) for d in done}
+    out2 = tmp_path / "r2.json"
+    assert _predict(workdir, summary, out2, "--methods=rep_dot", f"--rep_dot_encoder={encoder}") == 0
+    assert json.loads(out2.read_text())["methods"]["rep_dot"]["pooled"] == result["methods"]["rep_dot"]["pooled"]
+    assert {d: os.path.getmtime(os.path.join(runs, d, "result.npz")) for d in done} == before  # reused
+
+
+def test_train_tasks_restrict_the_rows(micro_matrix, tmp_path):
+    workdir, summary = micro_matrix
+    out = tmp_path / "r.json"
+    code = run_cli("predict", f"--matrix={summary.matrix_path}", f"--output={out}", "--test_tasks=parity",
+                   "--train_tasks=add", "--k=5", "--seeds=2", "--methods=additive,train_mean")
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["train_tasks"] == ["add"] and result["test_tasks"] == ["parity"]
+    assert run_cli("predict", f"--matrix={summary.matrix_path}", f"--output={out}", "--test_tasks=parity",
+                   "--train_tasks=parity", "--methods=additive") == 2
+
+
+def test_trainable_encoder_needs_the_workspace(micro_matrix, tmp_path, capsys):
+    _, summary = micro_matrix
+    code = run_cli("predict", f"--matrix={summary.matrix_path}", f"--output={tmp_path / 'r.json'}",
+                   "--test_tasks=parity", "--methods=rep_dot", "--rep_dot_encoder=full")
+    assert code == 2
+    assert "--workdir and --config" in capsys.readouterr().err
