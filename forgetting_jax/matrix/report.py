@@ -98,13 +98,14 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
 
 
 def write_report(directory: str, matrix_path: str, name: str, max_rank: int, workdir: str | None = None,
-                 predict: Any = None) -> tuple[str, dict]:
+                 predict: Any = None, encoder: Any = None) -> tuple[str, dict]:
     """Runs the analysis of the matrix into directory/analysis and writes directory/report.md
     (an experiment's directory); returns (the report's path, the analysis). name: the experiment's;
     max_rank: of the truncated SVD fits (matrix.max_rank). The report names the matrix by its path
     relative to `workdir` (default: `directory`). predict: config.predict; with predict.report the
     report gets its "Predicting forgetting" section (matrix/prediction_report.py) and the analysis
-    a "prediction" entry (the best methods and the headline).
+    a "prediction" entry (the best methods and the headline). encoder(tasks, example_ids): the
+    inputs of a trainable rep_dot encoder (matrix/prediction_report.py `comparison_settings`).
 
     Reused as they are when the matrix file and the analysis settings are those they were made from.
     """
@@ -133,7 +134,7 @@ def write_report(directory: str, matrix_path: str, name: str, max_rank: int, wor
 
         text = text.rstrip("\n") + "\n\n" + answers_section(data, analysis_dir, "analysis")
     if settings_stamp(predict) is not None:
-        section, result = prediction_section(data, predict, analysis_dir, "analysis")
+        section, result = prediction_section(data, predict, analysis_dir, "analysis", encoder)
         text = text.rstrip("\n") + "\n\n" + section
         if result is not None:
             analysis["prediction"] = {"best": result["best"], "headline": result["headline"],

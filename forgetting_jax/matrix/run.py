@@ -168,9 +168,16 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
     if analyze and rows and is_main():
         from forgetting_jax.matrix.report import write_report
 
+        encoder = None
+        if config.predict.rep_dot_encoder != "frozen":  # rep_dot's encoder trains for the report
+            import functools
+
+            from forgetting_jax.matrix.encoder_inputs import encoder_inputs
+
+            encoder = functools.partial(encoder_inputs, config, workdir)
         summary.report_path, summary.analysis = write_report(
             experiment.directory, experiment.matrix_path, config.name, config.matrix.max_rank, workdir,
-            predict=config.predict)
+            predict=config.predict, encoder=encoder)
         publish_report(summary.report_path, workdir)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -28,7 +28,7 @@ def _batch():
     return {"tokens": jnp.asarray(tokens), "segment_ids": jnp.asarray(seg), "positions": jnp.asarray(pos)}, lengths
 
 
-@pytest.mark.parametrize("full,k", [(True, 3), (False, 3), (False, 1)])
+@pytest.mark.parametrize("full,k", [(True, 3), (False, 1)])
 def test_split_forward_is_the_decoder_forward(full, k):
     params, _ = init_params(CONFIG, jax.random.key(1))
     batch, lengths = _batch()
