@@ -45,7 +45,8 @@ flags.DEFINE_enum("sampling", "uniform", ["uniform", "reference"],
                   "k), with replacement, the same columns for every test task; to reproduce its "
                   "numbers, with --score_observed).")
 flags.DEFINE_bool("score_observed", False,
-                  "Also score the k observed entries, as the reference code's metrics do.")
+                  "Also score the k observed entries, as the paper's first version's code's metrics do (its final "
+                  "code scores the unobserved entries only, the default).")
 flags.DEFINE_integer("rep_dot_steps", _PREDICT.rep_dot_steps, "Optimizer steps of the rep_dot head.")
 flags.DEFINE_float("rep_dot_lr", _PREDICT.rep_dot_lr, "Learning rate of the rep_dot head.")
 flags.DEFINE_integer("rep_dot_seeds", RepDotConfig.seeds,

@@ -1,17 +1,20 @@
 """The paper's evaluation protocol for forgetting prediction.
 
-Test tasks are named or a seeded fraction of the rows; the other rows train every method. For
+Test tasks are named or a seeded fraction of the rows; the other rows (or the named training rows)
+train every method. For
 each test task and seed, k columns among the task's observed entries are drawn without
 replacement; each method predicts the row from them; metrics are computed on the remaining
 observed entries. The draw of a pair depends only on (seed, task row), so every method sees
 the same observed columns. Pairs run in fixed-size batches: one compiled call per batch for the
 draws, the completions and the metrics.
 
-`sampling="reference"` draws the observed columns as the paper's reference code does, so that
-its numbers can be reproduced: for seed s, `numpy.random.default_rng(s).choice(N, k)` (with
-replacement, so a column may repeat; it then counts twice) over all columns, the same columns for
-every test task, a missing observed value read as 0 (the reference runs on np.nan_to_num(Z)).
-With `score_observed` the metrics also cover the observed entries, as the reference's do.
+`sampling="reference"` draws the observed columns as the paper's code does (the final code,
+AuCson/low-rank-forgetting `create_masked_arr`, as the first version's), so that its numbers can
+be reproduced: for seed s, `numpy.random.default_rng(s).choice(N, k)` (with replacement, so a
+column may repeat; it then counts twice) over all columns, the same columns for every test task,
+a missing observed value read as 0 (both run on np.nan_to_num(Z)). The metrics cover the
+unobserved entries, as the final code's do; with `score_observed` they also cover the observed
+entries, as the first version's (INK-USC/lm-forgetting-prediction-code) do.
 
 Non-finite entries are never dropped silently: the result's "nonfinite" counts them (NaN and
 +-inf) in the training rows and in the test rows; every fit and metric leaves them out.
@@ -105,7 +108,7 @@ SAMPLINGS = ("uniform", "reference")
 
 
 def reference_columns(seeds_P: np.ndarray, n: int, k: int) -> np.ndarray:
-    """The reference code's observed columns of each pair [P, k]: default_rng(seed).choice(n, k)."""
+    """The paper's code's observed columns of each pair [P, k]: default_rng(seed).choice(n, k)."""
     by_seed = {int(s): np.random.default_rng(int(s)).choice(np.arange(n), k) for s in np.unique(seeds_P)}
     return np.stack([by_seed[int(s)] for s in seeds_P]).astype(np.int32)
 
