@@ -174,6 +174,8 @@ def main(argv) -> None:
         result = comparison.compare(data, test_idx, settings, log_fn=log.info)
     except protocol.ProtocolError as err:
         _fail(f"{FLAGS.matrix}: field 'Z': {err}")
+    except ValueError as err:  # a method's settings do not fit this matrix or encoder
+        _fail(f"{FLAGS.matrix}: {err}")
     for part, counts in result["nonfinite"].items():
         if counts["count"]:
             log.warning("%s: %s rows: %s", FLAGS.matrix, part, NonFinite.from_dict(counts).describe("Z"))

@@ -34,7 +34,7 @@ def trained_layers(mode: int | None, num_layers: int) -> int:
     if mode is None:
         return 0
     if not 1 <= mode <= num_layers:
-        raise ValueError(f"predict.rep_dot_encoder=top:{mode}: the encoder has {num_layers} layers "
+        raise ValueError(f"predict.rep_dot_encoder=top:{mode}: the encoder has {num_layers} layer(s) "
                          f"(K must be 1..{num_layers})")
     return int(mode)
 

@@ -62,5 +62,5 @@ def test_encoder_names():
     for bad in ("top:0", "top:x", "half"):
         with pytest.raises(ValueError, match="frozen, full, top:K"):
             parse_rep_dot_encoder(bad)
-    with pytest.raises(ValueError, match="has 3 layers"):
+    with pytest.raises(ValueError, match=r"has 3 layer\(s\)"):
         enc.trained_layers(4, 3)

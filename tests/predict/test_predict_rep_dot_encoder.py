@@ -76,3 +76,26 @@ def test_run_trains_the_encoder_for_its_report(micro_matrix, tmp_path):
     assert "of an encoder trained with its head, top:1, 4 steps" in report
     assert "| rep_dot |" in report and "named in predict.test_tasks" in report
     assert os.listdir(os.path.join(workdir, "predict", "rep_dot"))
+
+
+def test_encoder_inputs_of_another_model_and_bad_input(micro_matrix, tmp_path, capsys):
+    from forgetting_jax.analysis.matrix_file import read_matrix_file
+    from forgetting_jax.matrix.encoder_inputs import encoder_inputs
+    from forgetting_jax.train.base import base_model
+    from micro_demo import micro_experiment
+
+    workdir, summary = micro_matrix
+    config = micro_experiment()
+    data = read_matrix_file(summary.matrix_path)
+    base = encoder_inputs(config, workdir, data["tasks"], data["example_ids"])
+    other = encoder_inputs(config, workdir, data["tasks"], data["example_ids"],
+                           base_model(config, workdir).model_dir)
+    assert other.model_fingerprint != base.model_fingerprint
+    assert other.data_fingerprint == base.data_fingerprint  # the same tokenizer: the same sequences
+    assert len(base.upstream) == len(data["example_ids"]) and len(base.task_examples) == len(data["tasks"])
+    with pytest.raises(ValueError, match="not upstream examples"):
+        encoder_inputs(config, workdir, data["tasks"], ["nope"] + data["example_ids"][1:])
+    with pytest.raises(ValueError, match="no such model directory"):
+        encoder_inputs(config, workdir, data["tasks"], data["example_ids"], str(tmp_path / "missing"))
+    code = _predict(workdir, summary, tmp_path / "r.json", "--methods=rep_dot", "--rep_dot_encoder=top:2")
+    assert code == 2 and "has 1 layer(s)" in capsys.readouterr().err
