@@ -146,6 +146,9 @@ def write_section(text: str) -> None:
         rest = doc[start + len(SECTION):]
         end = rest.find("\n## ")
         doc = doc[:start] + text + (rest[end + 1:] if end >= 0 else "")
+    elif "\n## Forgetting as lost answers" in doc:  # beside the other prediction figures
+        at = doc.index("\n## Forgetting as lost answers") + 1
+        doc = doc[:at] + text + "\n" + doc[at:]
     else:
         doc = doc.rstrip("\n") + "\n\n" + text
     tmp = path + ".tmp"
