@@ -45,7 +45,7 @@ def test_each_command_lists_its_flags(name, capsys):
         assert piece in text, (name, piece)
     assert "example:\n  forgetting-jax " + name in text
     assert ("--config=FILE.py" in text and "--workdir=" in text and "--config.SECTION.FIELD=VALUE" in text) == (
-        name in EXPERIMENT)
+        name in EXPERIMENT | {"predict"})  # predict: the workspace of a trainable rep_dot encoder
     assert "--helpfull" in text and "--logtostderr" not in text  # absl's own flags only with --helpfull
 
 
