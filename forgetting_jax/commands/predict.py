@@ -107,6 +107,12 @@ def main(argv) -> None:
         train_tasks = list(experiment.predict.train_tasks)
     if (test_tasks is None) == (test_fraction is None):
         _fail("give exactly one of --test_tasks and --test_fraction")
+    from forgetting_jax.experiment.choices import parse_rep_dot_encoder
+
+    try:
+        parse_rep_dot_encoder(FLAGS.rep_dot_encoder)
+    except ValueError as err:
+        _fail(f"--rep_dot_encoder: {err}")
     trains = FLAGS.rep_dot_encoder != "frozen"
     if trains and experiment is None:
         _fail(f"--rep_dot_encoder={FLAGS.rep_dot_encoder} trains rep_dot's encoder on the workspace's data: give "

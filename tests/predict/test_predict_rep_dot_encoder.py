@@ -60,6 +60,9 @@ def test_trainable_encoder_needs_the_workspace(micro_matrix, tmp_path, capsys):
                    "--test_tasks=parity", "--methods=rep_dot", "--rep_dot_encoder=full")
     assert code == 2
     assert "--workdir and --config" in capsys.readouterr().err
+    code = run_cli("predict", f"--matrix={summary.matrix_path}", f"--output={tmp_path / 'r.json'}",
+                   "--test_tasks=parity", "--rep_dot_encoder=half")
+    assert code == 2 and "not one of frozen, full, top:K" in capsys.readouterr().err
 
 
 def test_run_trains_the_encoder_for_its_report(micro_matrix, tmp_path):
