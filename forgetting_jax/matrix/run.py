@@ -166,10 +166,16 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
              len(all_tasks), len(up.examples) if columns is None else len(columns), experiment.matrix_path,
              up.store.matrix_path)
     if analyze and rows and is_main():
+        import jax
+
         from forgetting_jax.matrix.report import write_report
 
         encoder = None
-        if config.predict.rep_dot_encoder != "frozen":  # rep_dot's encoder trains for the report
+        if config.predict.rep_dot_encoder != "frozen" and jax.process_count() > 1:
+            log.warning("the report's rep_dot keeps its frozen encoder on a multi-host run (the report is written by "
+                        "process 0 alone); `forgetting-jax predict --rep_dot_encoder=%s` trains it",
+                        config.predict.rep_dot_encoder)
+        elif config.predict.rep_dot_encoder != "frozen":  # rep_dot's encoder trains for the report
             import functools
 
             from forgetting_jax.matrix.encoder_inputs import encoder_inputs
