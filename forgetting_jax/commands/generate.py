@@ -7,7 +7,8 @@ OUT.jsonl holds one line {"id": str, "completion": str} per example, in input or
 new text (special tokens skipped), without the EOS that ended it and cut before the first --stop
 string. Decoding is greedy with a KV cache (models/generate.py): prompts sorted by length and
 batched, EOS ids from the model config, the tokenizer and generation_config.json. chat: the
-conversation without its final assistant message (the reference answer), rendered with the chat
+conversation without its final assistant message (the reference answer), or the whole of a
+conversation that ends with the user's turn (a prompt to answer), rendered with the chat
 template and its generation prompt, tokenized without added special tokens (the template writes
 BOS); lm: the text, tokenized with the tokenizer's special tokens (as `score` does). Prompts keep
 their last --max_length tokens (and at most max_position_embeddings - max_new_tokens). The output
@@ -54,7 +55,7 @@ def main(argv):
     from forgetting_jax.utils.runtime import is_main
 
     try:
-        records = read_records(_DATA.value, _FORMAT.value, skip_bad=_SKIP_BAD.value)
+        records = read_records(_DATA.value, _FORMAT.value, skip_bad=_SKIP_BAD.value, prompts=True)
         if not records:
             raise DataError("no records to generate from", path=_DATA.value)
         tokenizer = load_tokenizer(_TOKENIZER.value or _MODEL.value)

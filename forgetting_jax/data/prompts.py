@@ -1,8 +1,9 @@
 """Prompts and reference answers of records, for greedy decoding (`generate`, exact match).
 
   chat record {"id", "messages"}: the prompt is the conversation without its final assistant
-      message, rendered with the chat template and its generation prompt (data/chat.py); the
-      reference answer is that final message's content.
+      message (a conversation that ends with the user's turn is the prompt whole), rendered with
+      the chat template and its generation prompt (data/chat.py); the reference answer is that
+      final message's content (none for a prompt-only conversation).
   lm record {"id", "text"}: the prompt is the text; there is no reference answer.
 """
 

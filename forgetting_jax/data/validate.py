@@ -64,13 +64,14 @@ def require_str_list(values: dict, field: str, *, min_length: int = 1) -> list[s
     return list(value)
 
 
-def require_messages(values: dict, field: str = "messages", *, must_end_with_response: bool = True
-                     ) -> list[dict[str, str]]:
+def require_messages(values: dict, field: str = "messages", *, must_end_with_response: bool = True,
+                     prompt_only: bool = False) -> list[dict[str, str]]:
     """A conversation: a non-empty list of {role: str, content: str} whose response (its last
     assistant turn) has non-empty content.
 
     must_end_with_response: the last turn must be the assistant's; otherwise turns after the last
-    assistant turn are dropped.
+    assistant turn are dropped. prompt_only: a conversation that ends with a turn other than the
+    assistant's (a prompt to answer: `generate`) is returned whole, its last turn non-empty.
     """
     value = values.get(field, _MISSING)
     if value is _MISSING or value is None:
@@ -90,6 +91,11 @@ def require_messages(values: dict, field: str = "messages", *, must_end_with_res
         except DataError as err:
             raise DataError(err.reason, field=f"{field}[{i}].{err.field}") from None
         messages.append({"role": role, "content": content})
+    if prompt_only and messages[-1]["role"] != "assistant":
+        if not messages[-1]["content"].strip():
+            raise DataError("the last turn (the prompt to answer) is empty or whitespace only",
+                            field=f"{field}[{len(messages) - 1}].content")
+        return messages
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
     if last < 0:
         raise DataError("has no assistant turn to use as the response", field=field)

@@ -49,6 +49,22 @@ def test_completions_match_transformers_in_input_order(model_dir, tmp_path, fmt)
         assert line["completion"] == hf_completion(model, tokenizer, prompt_text(tokenizer, record), fmt == "lm")
 
 
+def test_prompt_only_conversations_are_answered(model_dir, tmp_path, capsys):
+    path, model, tokenizer = model_dir
+    turns = [{"role": "user", "content": TEXTS[1]}]
+    records = [{"id": "prompt", "messages": turns},
+               {"id": "answered", "messages": turns + [{"role": "assistant", "content": "dropped"}]}]
+    out = str(tmp_path / "o.jsonl")
+    assert run_cli("generate", f"--model={path}", f"--data={write_jsonl(tmp_path / 'd.jsonl', records)}",
+                   "--format=chat", f"--max_new_tokens={NEW}", f"--output={out}") == 0
+    prompt, answered = (line["completion"] for line in read_jsonl(out))
+    assert prompt == answered == hf_completion(model, tokenizer, prompt_text(tokenizer, records[0]))
+    empty = write_jsonl(tmp_path / "e.jsonl", [{"id": "e", "messages": [{"role": "user", "content": " "}]}])
+    assert run_cli("generate", f"--model={path}", f"--data={empty}", "--format=chat",
+                   f"--output={tmp_path / 'e_out.jsonl'}") != 0
+    assert "e.jsonl" in (err := capsys.readouterr().err) and "messages[0].content" in err
+
+
 def test_stop_strings_cut_the_completion(model_dir, tmp_path):
     path, model, tokenizer = model_dir
     data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": TEXTS[0]}])
