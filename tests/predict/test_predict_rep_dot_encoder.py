@@ -15,6 +15,13 @@ def setup_module():
     keep_pytest_stderr()
 
 
+class _Moved:
+    """A RunSummary's matrix path in a copy of its workspace."""
+
+    def __init__(self, summary, source, copy):
+        self.matrix_path = os.path.join(copy, os.path.relpath(summary.matrix_path, source))
+
+
 def _predict(workdir, summary, out, *extra):
     return run_cli("predict", f"--matrix={summary.matrix_path}", f"--output={out}", f"--workdir={workdir}",
                    "--config=configs/demo.py", *cli_overrides(), "--test_tasks=parity", "--k=5", "--seeds=2",
@@ -23,7 +30,10 @@ def _predict(workdir, summary, out, *extra):
 
 @pytest.mark.parametrize("encoder", ["full"])  # top:1: the report's test below
 def test_trainable_encoder_runs_and_is_reused(micro_matrix, tmp_path, encoder):
-    workdir, summary = micro_matrix
+    from micro_demo import copy_workspace
+
+    workdir = copy_workspace(micro_matrix[0], str(tmp_path / "W"))  # the run writes W/predict/
+    summary = _Moved(micro_matrix[1], micro_matrix[0], workdir)
     out = tmp_path / "r.json"
     assert _predict(workdir, summary, out, "--methods=rep_dot,train_mean", f"--rep_dot_encoder={encoder}") == 0
     result = json.loads(out.read_text())
