@@ -143,8 +143,9 @@ def main(argv) -> None:
                                           FLAGS.rep_dot_encoder, FLAGS.rep_dot_encoder_lr, FLAGS.rep_dot_batch,
                                           FLAGS.rep_dot_eval_every, FLAGS.rep_dot_select),
         train_tasks=tuple(train_tasks) if train_tasks else None)
+    names = settings.methods or comparison.available_methods(data, trains)
     try:  # the inputs of every method, checked before any work
-        registry.check_methods(settings.methods or comparison.available_methods(data, trains), data, trains)
+        registry.check_methods(names, data, trains)
     except ValueError as err:
         _fail(f"--methods: {err} (file {FLAGS.matrix})")
     try:
@@ -153,7 +154,6 @@ def main(argv) -> None:
             protocol.select_train_tasks(data["tasks"], train_tasks, test_idx)
     except protocol.ProtocolError as err:
         _fail(f"{FLAGS.matrix}: field 'tasks': {err}")
-    names = settings.methods or comparison.available_methods(data, trains)
     if trains and "rep_dot" in names:
         import dataclasses
 

@@ -41,8 +41,8 @@ def comparison_settings(predict: Any, data: dict, encoder: Callable | None = Non
                                                                           else float(predict.threshold)),
         split_seed=int(predict.split_seed), per_task=False,
         completion=CompletionConfig(rank=int(predict.rank), reg=float(predict.reg)),
-        rep_dot=comparison.predict_rep_dot_config(predict) if trains else comparison.rep_dot_config(
-            predict.rep_dot_steps, predict.rep_dot_lr),
+        rep_dot=dataclasses.replace(comparison.predict_rep_dot_config(predict),
+                                    **({} if trains else {"encoder": "frozen"})),
         train_tasks=tuple(predict.train_tasks) or None,
         encoder_inputs=encoder(data["tasks"], data["example_ids"]) if trains and "rep_dot" in methods else None)
 

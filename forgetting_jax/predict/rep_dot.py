@@ -171,7 +171,7 @@ def _scores_block(params_S, mean_D, std_D, hbar_SxTxE, example_NxD, start, c, te
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
-def _predict(params_S, mean_D, std_D, bias, ex_BxSxD, count_B, example_NxD, temperature, *,
+def predict_scores(params_S, mean_D, std_D, bias, ex_BxSxD, count_B, example_NxD, temperature, *,
              block):
     hbar = jax.vmap(task_means, in_axes=(0, None, None, None, None))(params_S, ex_BxSxD, count_B,
                                                                       mean_D, std_D)
@@ -187,7 +187,7 @@ def _predict(params_S, mean_D, std_D, bias, ex_BxSxD, count_B, example_NxD, temp
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
-def _dev_f1(params_S, mean_D, std_D, bias, ex_VxSxD, count_V, z_VxN, example_NxD, temperature,
+def heads_dev_f1(params_S, mean_D, std_D, bias, ex_VxSxD, count_V, z_VxN, example_NxD, temperature,
             *, block):
     """Dev F1 of each head [S]: per dev task, (pred > 0) vs (Z > 0) over observed entries."""
 
@@ -406,7 +406,7 @@ class RepDot:
             eval_steps.append(step)
             losses.append(mean_loss)
             if has_dev:
-                f1 = _dev_f1(params, mean_D, std_D, bias_j, dev_ex, dev_count, z_dev,
+                f1 = heads_dev_f1(params, mean_D, std_D, bias_j, dev_ex, dev_count, z_dev,
                              self.example_NxD, temp, block=c.block_examples)
                 f1s.append(f1)
                 best = _keep_best(*best, params, f1, jnp.int32(step))
@@ -427,7 +427,7 @@ class RepDot:
     def predict_rows(self, state: RepDotState, rows_B: np.ndarray) -> jax.Array:
         """Predicted rows [B, N] of matrix rows `rows_B` (score + bias, averaged over heads)."""
         rows = jnp.asarray(np.asarray(rows_B), jnp.int32)
-        return _predict(state.params, state.feature_mean_D, state.feature_std_D, state.bias,
+        return predict_scores(state.params, state.feature_mean_D, state.feature_std_D, state.bias,
                         self.task_example_MxSxD[rows], self.count_M[rows], self.example_NxD,
                         jnp.float32(self.config.temperature), block=self.config.block_examples)
 

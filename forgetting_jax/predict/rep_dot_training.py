@@ -46,7 +46,7 @@ from forgetting_jax.experiment.choices import parse_rep_dot_encoder
 from forgetting_jax.models.decoder import logical_axes, param_shapes
 from forgetting_jax.models.loading import load_model
 from forgetting_jax.predict import encoder as enc
-from forgetting_jax.predict.rep_dot import _dev_f1, _predict, head, init_head
+from forgetting_jax.predict.rep_dot import head, heads_dev_f1, init_head, predict_scores
 from forgetting_jax.score.scorer import Scorer, data_mesh
 from forgetting_jax.train import checkpoints as ckpt_lib
 from forgetting_jax.train import driver
@@ -111,7 +111,7 @@ class PairBatches:
                 y[side, i], w[side, i] = self.z_TxN[t, j], float(len(cols) > 0)
         order = seqs + others[0::2] + others[1::2]  # task examples, forgotten, kept
         rows = materialize_rows(order, [[e] for e in range(3 * b)], self.row_length, 1)
-        return PairRows(*dataclasses.astuple(rows), y_2xB=y, w_2xB=w)
+        return PairRows(**{f.name: getattr(rows, f.name) for f in dataclasses.fields(rows)}, y_2xB=y, w_2xB=w)
 
 
 def _rate_by_part(rates: dict) -> optax.GradientTransformation:
@@ -205,20 +205,24 @@ class TrainedEncoder:
     loss: str
 
 
-def _encode(model_config: Any, params: dict, pairs: Sequence[Pair], tokens_per_batch: int, mesh: Any) -> np.ndarray:
-    """Last-token final hidden states [n, D] of `pairs` under `params` (the packed scorer)."""
-    scorer = Scorer(model_config, params, mesh=data_mesh(list(mesh.devices.flat)))
+def _scorer(model_config: Any, params: dict, mesh: Any) -> Scorer:
+    """The packed scorer of `params`, data-parallel over the mesh's devices (the parameters are
+    placed on it once per re-encoding pass)."""
+    return Scorer(model_config, params, mesh=data_mesh(list(mesh.devices.flat)))
+
+
+def _encode(scorer: Scorer, pairs: Sequence[Pair], tokens_per_batch: int) -> np.ndarray:
+    """Last-token final hidden states [n, D] of `pairs`."""
     return scorer.represent(list(pairs), tokens_per_batch=tokens_per_batch)[1]
 
 
-def _task_states(model_config, params, inputs: EncoderInputs, rows: Sequence[int], mesh
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _task_states(scorer: Scorer, inputs: EncoderInputs, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """([T, S, D] last-token states of each row's examples, zeros beyond its count; counts [T])."""
     counts = np.asarray([len(inputs.task_examples[r]) for r in rows], np.int32)
     flat = [p for r in rows for p in inputs.task_examples[r]]
-    states = _encode(model_config, params, flat, inputs.tokens_per_batch, mesh)
-    s = max(int(counts.max(initial=1)), 1)
-    out = np.zeros((len(rows), s, states.shape[1]), np.float32)
+    states = _encode(scorer, flat, inputs.tokens_per_batch)
+    s_max = max(int(counts.max(initial=1)), 1)
+    out = np.zeros((len(rows), s_max, states.shape[1]), np.float32)
     for i, (start, c) in enumerate(zip(np.cumsum(counts) - counts, counts)):
         out[i, :c] = states[start:start + c]
     return out, counts
@@ -266,12 +270,12 @@ def train_encoder(inputs: EncoderInputs, config: Any, z_MxN: np.ndarray, fit_row
     z_select = jnp.asarray(np.asarray(z_MxN[select_rows], np.float32))
 
     def evaluate(params, frozen_now):
-        merged = enc.merge_params(params["encoder"], frozen_now)
-        upstream = _encode(model_config, merged, inputs.upstream, inputs.tokens_per_batch, mesh)
-        select_ex, select_count = _task_states(model_config, merged, inputs, select_rows, mesh)
+        scorer = _scorer(model_config, enc.merge_params(params["encoder"], frozen_now), mesh)
+        upstream = _encode(scorer, inputs.upstream, inputs.tokens_per_batch)
+        select_ex, select_count = _task_states(scorer, inputs, select_rows)
         head1 = jax.tree.map(lambda a: jnp.asarray(a)[None], params["head"])
         zeros, ones = jnp.zeros((d,)), jnp.ones((d,))
-        f1 = _dev_f1(head1, zeros, ones, jnp.float32(0.0), jnp.asarray(select_ex), jnp.asarray(select_count),
+        f1 = heads_dev_f1(head1, zeros, ones, jnp.float32(0.0), jnp.asarray(select_ex), jnp.asarray(select_count),
                      z_select, jnp.asarray(upstream), jnp.float32(config.temperature), block=config.block_examples)
         return float(f1[0])
 
@@ -292,10 +296,10 @@ def train_encoder(inputs: EncoderInputs, config: Any, z_MxN: np.ndarray, fit_row
     cadence = driver.Cadence(int(config.steps), int(config.eval_every), 0, max(1, int(config.eval_every)))
     [(params, meta)] = driver.train(program, [run], frozen, fresh, cadence, 6.0 * model_config.num_params, None,
                                     "rep_dot")
-    merged = enc.merge_params(params["encoder"], frozen)
-    rows = np.arange(len(inputs.task_examples))
-    task_ex, task_count = _task_states(model_config, merged, inputs, rows, mesh)
-    upstream = _encode(model_config, merged, inputs.upstream, inputs.tokens_per_batch, mesh)
+    scorer = _scorer(model_config, enc.merge_params(params["encoder"], frozen), mesh)
+    task_ex, task_count = _task_states(scorer, inputs, np.arange(len(inputs.task_examples)))
+    upstream = _encode(scorer, inputs.upstream, inputs.tokens_per_batch)
+    del scorer
     head1 = {name: np.asarray(jax.device_get(a))[None] for name, a in params["head"].items()}
     best_loss = meta.get("best_val_loss")
     result = TrainedEncoder(head1, task_ex, task_count, upstream, int(meta.get("best_step") or config.steps),
@@ -326,9 +330,10 @@ def predict_rows(trained: TrainedEncoder, rows_B: np.ndarray, temperature: float
     """Predicted rows [B, N] of matrix rows `rows_B`: the head on the trained encoder's states."""
     d = trained.example_NxD.shape[1]
     rows = np.asarray(rows_B)
-    return _predict(jax.tree.map(jnp.asarray, trained.head_params), jnp.zeros((d,)), jnp.ones((d,)), jnp.float32(0.0),
-                    jnp.asarray(trained.task_example_MxSxD[rows]), jnp.asarray(trained.task_example_count_M[rows]),
-                    jnp.asarray(trained.example_NxD), jnp.float32(temperature), block=block)
+    return predict_scores(jax.tree.map(jnp.asarray, trained.head_params), jnp.zeros((d,)), jnp.ones((d,)),
+                          jnp.float32(0.0), jnp.asarray(trained.task_example_MxSxD[rows]),
+                          jnp.asarray(trained.task_example_count_M[rows]), jnp.asarray(trained.example_NxD),
+                          jnp.float32(temperature), block=block)
 
 
 class TrainedRepDot:
