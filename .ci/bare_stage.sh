@@ -43,6 +43,13 @@ forgetting-jax score --model="$MODEL" --data=tests/fixtures/data/lm.jsonl --form
 forgetting-jax score --model="$MODEL" --data=tests/fixtures/data/chat.jsonl --format=chat --output="$W/chat.npz"
 python -c "import numpy as np, sys; z = np.load(sys.argv[1]); assert len(z['nll']) == len(z['example_id']) > 0" "$W/lm.npz"
 
+step "a .gguf model without the gguf extra: one line naming the extra"
+printf 'GGUF' >"$W/model.gguf"
+if forgetting-jax score --model="$W/model.gguf" --data=tests/fixtures/data/lm.jsonl --output="$W/g.npz" 2>"$W/err.txt"; then
+  echo "score of a .gguf model without the gguf package succeeded"; exit 1
+fi
+grep -q "forgetting_jax\[gguf\]" "$W/err.txt" || { cat "$W/err.txt"; exit 1; }
+
 step "generate"
 forgetting-jax generate --model="$MODEL" --data=tests/fixtures/data/lm.jsonl --format=lm --max_new_tokens=4 \
   --output="$W/generated.jsonl"

@@ -32,7 +32,8 @@ _DATA = flags.DEFINE_string("data", None, "The data file (.jsonl, .json, .csv, .
                             ".parquet, .arrow) or a `datasets` name.")
 _DEV_DATA = flags.DEFINE_string("dev_data", None, "MMLU: the dev split the 5-shot prompts are taken from "
                                 "(without it, prompts have no shots).")
-_MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory whose tokenizer encodes the example.")
+_MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory (or .gguf file) whose tokenizer encodes the "
+                             "example.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Tokenizer directory, when not the model directory.")
 _MAX_LENGTH = flags.DEFINE_integer("max_length", 1024, "Tokens kept per example (data.max_length, "
                                    "matrix.max_length).", lower_bound=2)

@@ -24,7 +24,8 @@ class ModelSettings:
     base            hf: the base is hf_dir, imported; pretrain: the base is pre-trained on
                     pretrain.corpus, from hf_dir's weights when set, else from random weights in
                     the architecture below
-    hf_dir          a Hugging Face model directory (config.json, safetensors, tokenizer)
+    hf_dir          a Hugging Face model directory (config.json, safetensors, tokenizer), or a
+                    .gguf file (converted once into the workspace's gguf/; the gguf extra)
     tokenizer       tokenizer directory (None: hf_dir's, else the demo tokenizer)
     hf_fingerprint  how an imported base is identified: content (hash every byte), metadata
                     (config.json + names, sizes and mtimes of weight files) or auto (content below

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from forgetting_jax.experiment import Experiment
 from forgetting_jax.matrix.representations import represented_examples
 from forgetting_jax.matrix.upstream import load_upstream
+from forgetting_jax.models.gguf_source import workspace_model_source
 from forgetting_jax.predict.rep_dot_training import EncoderInputs
 from forgetting_jax.train.base import base_model
 from forgetting_jax.train.base import tokenizer as cached_tokenizer
@@ -29,6 +30,7 @@ def encoder_inputs(config: Experiment, workdir: str, tasks: Sequence[str], examp
     "" is the base model); ValueError naming what does not match."""
     model_dir = config.predict.rep_dot_model if model_dir is None else model_dir
     if model_dir:
+        model_dir = workspace_model_source(model_dir, workdir)
         if not os.path.isdir(model_dir):
             raise ValueError(f"predict.rep_dot_model={model_dir!r}: no such model directory")
         tokenizer_dir, model_fp = model_dir, file_fingerprint(model_dir)

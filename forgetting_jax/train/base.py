@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 from forgetting_jax.experiment import Experiment
 from forgetting_jax.models.config import ModelConfig, load_hf_config
 from forgetting_jax.models.decoder import init_params, param_shapes
+from forgetting_jax.models.gguf_source import workspace_model_source
 from forgetting_jax.models.hf_checkpoint import load_hf_model
 from forgetting_jax.models.loading import load_tokenizer
 from forgetting_jax.train import checkpoints as ckpt_lib
@@ -113,10 +114,12 @@ def _base_from_record(config: Any, directory: str, record: dict) -> BaseModel:
 
 
 def import_base(config: Experiment, workdir: str) -> BaseModel:
-    """model.hf_dir as the base: its parameters copied once into an orbax checkpoint of the workspace."""
-    hf_dir = os.path.abspath(config.model.hf_dir)
+    """model.hf_dir as the base: its parameters copied once into an orbax checkpoint of the workspace
+    (a .gguf file is converted first into the workspace's gguf/<stem>-<fp>/)."""
+    hf_dir = os.path.abspath(workspace_model_source(config.model.hf_dir, workdir))
     if not os.path.isfile(os.path.join(hf_dir, "config.json")):
-        raise ValueError(f"model.hf_dir={hf_dir}: not a Hugging Face model directory (no config.json)")
+        raise ValueError(f"model.hf_dir={hf_dir}: not a Hugging Face model directory (no config.json) "
+                         "nor a .gguf file")
     tokenizer_dir = os.path.abspath(config.model.tokenizer or hf_dir)
     inputs = {"kind": "import", "version": FORMAT_VERSION, "hf_dir": _hf_identity(hf_dir, config.model.hf_fingerprint),
               "param_dtype": config.model.param_dtype}
