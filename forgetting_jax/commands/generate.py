@@ -24,8 +24,9 @@ from absl import flags
 from forgetting_jax.commands.common import fail, model_and_data_errors, start_file_command
 from forgetting_jax.utils.progress import progress_bar
 
-_MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory (config.json, safetensors, tokenizer), or a .gguf "
-                             "file (converted once into a directory beside it; pip install 'forgetting_jax[gguf]').")
+_MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory (config.json, safetensors, "
+                             "tokenizer), or a .gguf file (converted once into a directory beside it; "
+                             "pip install 'forgetting_jax[gguf]').")
 _DATA = flags.DEFINE_string("data", None, "JSON lines, or any file `datasets` reads (json, jsonl, parquet).")
 _FORMAT = flags.DEFINE_enum("format", "lm", ["lm", "chat"], "lm: {id, text}; chat: {id, messages}.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output .jsonl path: one {id, completion} line per example.")
