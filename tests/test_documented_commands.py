@@ -35,7 +35,7 @@ HF_SHRINK = {
     "train.export_dtype": "float32",
 }
 HF_CONFIGS = ("olmo_1b_dolma_flan", "olmo_7b_dolma_flan", "olmo_7b_instruct_tulu", "pythia_1b_pile",
-              "single_gpu_debug")
+              "single_gpu_debug", "smollm2_instruct", "smollm2_instruct_exact_match")
 TASK_OF_CONFIG = {"olmo_7b_instruct_tulu": "open_qa"}  # the rest: FLAN fixtures' task; demo: add
 
 # Lines that cannot run on this machine: prefix of the documented line -> why only a dry check.
@@ -178,6 +178,10 @@ def _with_shrink(argv, flan_tasks):
         shrink = dict(shrink, **{"data.tasks": flan_tasks})
     if name == "single_gpu_debug":
         shrink = dict(shrink, **{"data.tasks": "add", "matrix.num_upstream": "16"})
+    if name in ("smollm2_instruct", "smollm2_instruct_exact_match"):  # on the tiny model: 2 tasks
+        shrink = dict(shrink, **{"data.tasks": "add,subtract", "data.max_validation": "8"})
+    if name == "smollm2_instruct_exact_match":  # the tiny model answers nothing right: keep every column
+        shrink = dict(shrink, **{"matrix.em_columns": "all", "matrix.max_new_tokens": "8"})
     given = {a.split("=", 1)[0] for a in argv}
     return list(argv) + [f"--config.{k}={v}" for k, v in shrink.items() if f"--config.{k}" not in given]
 
@@ -185,7 +189,8 @@ def _with_shrink(argv, flan_tasks):
 def _resources_for(documented, resources, tmp_path):
     name = _config_name(documented.line.split())
     name = "demo" if name in ("C", "CONFIG") else name  # VALUES maps C to configs/demo.py
-    task = "add" if name in (None, "demo", "demo_exact_match", "single_gpu_debug") else TASK_OF_CONFIG.get(name, resources["flan_task"])
+    suite = (None, "demo", "demo_exact_match", "single_gpu_debug", "smollm2_instruct", "smollm2_instruct_exact_match")
+    task = "add" if name in suite else TASK_OF_CONFIG.get(name, resources["flan_task"])
     return dict(resources, tmp=str(tmp_path), task=task, matrix_task=DEMO_TASKS.split(",")[-1])
 
 
