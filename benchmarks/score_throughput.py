@@ -8,6 +8,10 @@ from a cold scorer) and steady state (a warm scorer, the rate over many batches)
 
   python benchmarks/score_throughput.py                       # the CPU setting of BENCHMARKS.md
   python benchmarks/score_throughput.py --preset=olmo1b --dtype=bfloat16 --num_examples=4096
+  python benchmarks/score_throughput.py --preset=smollm2 --model_dir=DIR   # an existing HF model
+
+With --model_dir both sides score that model's weights (the preset then only sets the example
+lengths; token ids stay below the model's vocabulary).
 """
 
 import argparse
@@ -24,25 +28,43 @@ PRESETS = {
     # name: (hidden, layers, heads, kv_heads, mlp, vocab, min_len, max_len)
     "cpu_small": (256, 4, 4, 4, 688, 8192, 32, 384),
     "olmo1b": (2048, 16, 16, 16, 8192, 50304, 64, 1024),
+    "smollm2": (576, 30, 9, 3, 1536, 49152, 32, 256),
+}
+# Presets of another family than OLMo: the extra transformers config fields of each.
+LLAMA_PRESETS = {
+    "smollm2": dict(tie_word_embeddings=True, head_dim=64, rope_theta=100000.0, rms_norm_eps=1e-5),
 }
 
 
-def build_model(preset: str, out_dir: str, dtype: str):
-    import torch
+def preset_config(preset: str):
+    """The transformers config of a preset: OLMo, or Llama for the presets in LLAMA_PRESETS."""
     import transformers
 
     hidden, layers, heads, kv, mlp, vocab, _, _ = PRESETS[preset]
-    config = transformers.OlmoConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                                     num_attention_heads=heads, num_key_value_heads=kv, intermediate_size=mlp,
-                                     max_position_embeddings=4096, pad_token_id=1, eos_token_id=2)
+    shape = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                 num_key_value_heads=kv, intermediate_size=mlp, max_position_embeddings=4096)
+    if preset in LLAMA_PRESETS:
+        return transformers.LlamaConfig(**shape, **LLAMA_PRESETS[preset], bos_token_id=1, eos_token_id=2,
+                                        pad_token_id=2)
+    return transformers.OlmoConfig(**shape, pad_token_id=1, eos_token_id=2)
+
+
+def build_model(preset: str, out_dir: str, dtype: str):
+    """A random-weight model of `preset`, saved in `out_dir`; returns the transformers model."""
+    import torch
+    import transformers
+
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype)).eval()
+    model = transformers.AutoModelForCausalLM.from_config(preset_config(preset), dtype=getattr(torch, dtype)).eval()
     model.save_pretrained(out_dir)
     return model
 
 
-def make_examples(preset: str, n: int, seed: int = 0):
-    *_, vocab, lo, hi = PRESETS[preset]
+def make_examples(preset: str, n: int, seed: int = 0, vocab: int | None = None):
+    """`n` random (ids, loss mask) examples of the preset's lengths; ids in [3, vocab) (default:
+    the preset's vocabulary)."""
+    *_, preset_vocab, lo, hi = PRESETS[preset]
+    vocab = vocab or preset_vocab
     rng = np.random.default_rng(seed)
     lengths = rng.integers(lo, hi + 1, n)
     examples = []
@@ -84,6 +106,26 @@ def transformers_loop(model, examples, batch_size: int, device: str):
     return nll, real, slots
 
 
+def load_models(args, device: str):
+    """(transformers model on `device`, our ModelConfig, our parameters): the same weights, from
+    --model_dir or random ones of the preset."""
+    import torch
+    import transformers
+
+    from forgetting_jax.models.gguf_source import resolve_model_source
+    from forgetting_jax.models.loading import load_model
+
+    if args.model_dir:
+        model_dir = resolve_model_source(args.model_dir)
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype))
+        config, params = load_model(model_dir, param_dtype=args.dtype, dtype=args.dtype)
+        return model.eval().to(device), config, params
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_model(args.preset, tmp, args.dtype).to(device)
+        config, params = load_model(tmp, param_dtype=args.dtype, dtype=args.dtype)
+    return model, config, params
+
+
 def report(results: dict, json_path: str | None) -> None:
     """The results as aligned lines on stdout, and as JSON at `json_path` when given."""
     width = max(len(k) for k in results)
@@ -121,20 +163,19 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for each framework (0: all cores). 1 is steadier on a shared machine.")
+    parser.add_argument("--model_dir", default=None,
+                        help="Score this Hugging Face model directory instead of random weights of the preset.")
     parser.add_argument("--json", default=None, help="Also write the results here.")
     args = parser.parse_args()
     device = start_frameworks(args.threads)
     import jax
     import torch
 
-    from forgetting_jax.models.loading import load_model
     from forgetting_jax.score.scorer import Scorer, plan_batches
 
-    examples = make_examples(args.preset, args.num_examples)
+    model, config, params = load_models(args, device)
+    examples = make_examples(args.preset, args.num_examples, vocab=config.vocab_size)
     real_tokens = sum(len(ids) for ids, _ in examples)
-    with tempfile.TemporaryDirectory() as tmp:
-        model = build_model(args.preset, tmp, args.dtype).to(device)
-        config, params = load_model(tmp, param_dtype=args.dtype, dtype=args.dtype)
 
     shape, _ = plan_batches([len(ids) for ids, _ in examples], PRESETS[args.preset][7], args.tokens_per_batch)
     hf_times, whole_times, steady_times = [], [], []
@@ -161,7 +202,7 @@ def main():
     steady_rate = real_tokens / statistics.median(steady_times)
     results = {
         "device": jax.devices()[0].device_kind, "torch_device": device, "preset": args.preset,
-        "dtype": args.dtype, "threads": args.threads or os.cpu_count(), "num_examples": args.num_examples, "real_tokens": real_tokens,
+        "model_dir": args.model_dir, "dtype": args.dtype, "threads": args.threads or os.cpu_count(), "num_examples": args.num_examples, "real_tokens": real_tokens,
         "shape": [shape.rows_per_batch, shape.row_length],
         "transformers_tokens_per_s": round(hf_rate), "transformers_real_fraction": round(hf_real, 4),
         "fj_whole_process_tokens_per_s": round(whole_rate), "fj_steady_tokens_per_s": round(steady_rate),

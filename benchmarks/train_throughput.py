@@ -1,10 +1,14 @@
 """Training throughput: the compiled JAX train step against a plain PyTorch + transformers loop.
 
     python benchmarks/train_throughput.py [--hidden 128 --layers 2 --vocab 4096 --threads 1]
+    python benchmarks/train_throughput.py --preset=smollm2 --dtypes=float32   # SmolLM2-135M's shape
+    python benchmarks/train_throughput.py --model_dir=DIR --json=out.json     # an existing HF model
 
-One random-weight Llama-style model is built with transformers, saved, and imported into this
-project (`load_hf_model`), so both loops train the same model on the same tokens with AdamW
-(lr 1e-4, clipping at 1.0). Two workloads:
+One random-weight Llama-style model is built with transformers (of --hidden/--layers/--heads/
+--vocab, or of a --preset), saved, and imported into this project (`load_hf_model`); or both
+read the existing Hugging Face directory --model_dir. Either way both loops train the same
+model on the same tokens (ids below min(4000, vocab)) with AdamW (lr 1e-4, clipping at 1.0).
+Two workloads:
 
   full rows   R rows of L tokens, every token real and trained (the plain rate)
   examples    the paper's batch of 8 examples per step, lengths drawn uniformly from [L/8, L];
@@ -33,22 +37,35 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def build_model(out_dir, hidden, layers, vocab, heads):
+PRESETS = {
+    # name: the LlamaConfig fields of a random model of that shape
+    "smollm2": dict(vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, head_dim=64, intermediate_size=1536, tie_word_embeddings=True,
+                    rope_theta=100000.0, rms_norm_eps=1e-5, max_position_embeddings=8192),
+}
+
+
+def build_model(out_dir, hidden, layers, vocab, heads, preset=None):
+    """A random-weight Llama saved in `out_dir` (returned): of the preset's shape when given, else
+    d`hidden` x `layers` layers, `heads` heads, MLP 4 x hidden, untied embeddings."""
     import torch
     import transformers
 
-    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                                      num_attention_heads=heads, num_key_value_heads=heads,
-                                      intermediate_size=4 * hidden, max_position_embeddings=4096,
-                                      attn_implementation="sdpa")
+    if preset:
+        fields = PRESETS[preset]
+    else:
+        fields = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                      num_key_value_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=4096)
+    config = transformers.LlamaConfig(**fields, attn_implementation="sdpa")
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config)
     model.save_pretrained(out_dir)
     return out_dir
 
 
-def make_examples(kind, steps, rows, length, seed=0):
-    """Per step, a list of (ids, mask) examples: full rows, or 8 examples of random length."""
+def make_examples(kind, steps, rows, length, seed=0, vocab=4096):
+    """Per step, a list of (ids, mask) examples: full rows, or 8 examples of random length; ids
+    below min(4000, vocab)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(steps):
@@ -58,12 +75,26 @@ def make_examples(kind, steps, rows, length, seed=0):
             lengths = rng.integers(length // 8, length + 1, 8).tolist()
         step = []
         for n in lengths:
-            ids = rng.integers(0, 4000, n).astype(np.int32)
+            ids = rng.integers(0, min(4000, vocab), n).astype(np.int32)
             mask = np.ones(n, bool)
             mask[0] = False
             step.append((ids, mask))
         out.append(step)
     return out
+
+
+def model_fields(model_dir) -> dict:
+    """The config.json of the Hugging Face model in `model_dir`."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        return json.load(f)
+
+
+def describe(fields: dict) -> str:
+    """One line on a model's shape, from its config.json fields."""
+    heads, kv = fields.get("num_attention_heads"), fields.get("num_key_value_heads")
+    return (f"{fields.get('model_type', 'llama')} d{fields.get('hidden_size')} x {fields.get('num_hidden_layers')} "
+            f"layers, {heads}/{kv or heads} heads, MLP {fields.get('intermediate_size')}, "
+            f"vocab {fields.get('vocab_size')}{', tied embeddings' if fields.get('tie_word_embeddings') else ''}")
 
 
 def real_tokens(step):
@@ -168,7 +199,8 @@ def worker_env(threads: int) -> dict:
 
 def worker(args) -> None:
     """One framework, one workload, one dtype, in its own process: prints per-step rates as JSON."""
-    workload = make_examples(args.kind, args.warmup + args.steps, args.rows, args.length)
+    vocab = model_fields(args.model_dir)["vocab_size"]
+    workload = make_examples(args.kind, args.warmup + args.steps, args.rows, args.length, vocab=vocab)
     if args.worker == "torch":
         trainer = TorchTrainer(args.model_dir, workload, args.dtype, args.threads)
     else:
@@ -182,12 +214,26 @@ def worker(args) -> None:
     print(json.dumps(rates))
 
 
+def run_worker(command: list[str], threads: int) -> list[float]:
+    """The per-step rates one worker process prints; its stderr shown when it fails."""
+    done = subprocess.run(command, capture_output=True, text=True, env=worker_env(threads))
+    if done.returncode:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"worker failed ({done.returncode}): {' '.join(command)}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help="a random Llama of this shape instead of --hidden/--layers/--heads/--vocab")
+    parser.add_argument("--model_dir", default=None,
+                        help="train this existing Hugging Face model directory instead of a random Llama")
+    parser.add_argument("--json", default=None, help="also write the results (one record per row) here")
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--steps", type=int, default=6, help="measured steps per round")
@@ -204,36 +250,51 @@ def main(argv=None):
     parser.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
-    parser.add_argument("--model_dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
 
     import jax
 
-    print(f"device: {jax.devices()[0].device_kind} ({jax.device_count()} devices), {os.cpu_count()} CPU cores, "
-          f"{args.threads} thread(s) per framework; "
-          f"model: llama d{args.hidden} x {args.layers} layers, vocab {args.vocab}; rows {args.rows} x {args.length}; "
-          f"median over {args.rounds} x {args.steps} steps after {args.warmup} warm-up steps per process")
+    from forgetting_jax.models.gguf_source import resolve_model_source
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = (resolve_model_source(args.model_dir) if args.model_dir
+                     else build_model(tmp, args.hidden, args.layers, args.vocab, args.heads, args.preset))
+        print(f"device: {jax.devices()[0].device_kind} ({jax.device_count()} devices), {os.cpu_count()} CPU cores, "
+              f"{args.threads} thread(s) per framework; model: {describe(model_fields(model_dir))}; "
+              f"rows {args.rows} x {args.length}; "
+              f"median over {args.rounds} x {args.steps} steps after {args.warmup} warm-up steps per process")
+        results = compare(args, model_dir)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def compare(args, model_dir) -> list[dict]:
+    """Each workload x dtype: the rounds alternating between the two workers; prints a Markdown
+    table row by row and returns its records."""
     print("| workload | dtype | transformers tokens/s | forgetting_jax tokens/s | speed-up |")
     print("| --- | --- | ---: | ---: | ---: |")
     common = [f"--{k}={getattr(args, k)}" for k in ("rows", "length", "steps", "warmup", "threads", "remat",
                                                     "scan_unroll")]
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(tmp, args.hidden, args.layers, args.vocab, args.heads)
-        for kind in args.kinds.split(","):
-            for dtype in args.dtypes.split(","):
-                rates = {"torch": [], "jax": []}
-                for _ in range(args.rounds):  # separate processes: one framework's threads never slow the other
-                    for name in rates:
-                        out = subprocess.run(
-                            [sys.executable, os.path.abspath(__file__), f"--worker={name}", f"--kind={kind}",
-                             f"--dtype={dtype}", f"--model_dir={model_dir}", *common],
-                            check=True, capture_output=True, text=True, env=worker_env(args.threads)).stdout
-                        rates[name] += json.loads(out.strip().splitlines()[-1])
-                torch_rate, jax_rate = (statistics.median(rates[n]) for n in ("torch", "jax"))
-                print(f"| {kind} | {dtype} | {torch_rate:,.0f} | {jax_rate:,.0f} | {jax_rate / torch_rate:.2f}x |",
-                      flush=True)
+    results = []
+    for kind in args.kinds.split(","):
+        for dtype in args.dtypes.split(","):
+            rates = {"torch": [], "jax": []}
+            for _ in range(args.rounds):  # separate processes: one framework's threads never slow the other
+                for name in rates:
+                    rates[name] += run_worker(
+                        [sys.executable, os.path.abspath(__file__), f"--worker={name}", f"--kind={kind}",
+                         f"--dtype={dtype}", f"--model_dir={model_dir}", *common], args.threads)
+            torch_rate, jax_rate = (statistics.median(rates[n]) for n in ("torch", "jax"))
+            print(f"| {kind} | {dtype} | {torch_rate:,.0f} | {jax_rate:,.0f} | {jax_rate / torch_rate:.2f}x |",
+                  flush=True)
+            results.append({"kind": kind, "dtype": dtype, "rows": args.rows, "length": args.length,
+                            "threads": args.threads, "transformers_tokens_per_s": round(torch_rate),
+                            "fj_tokens_per_s": round(jax_rate), "ratio": round(jax_rate / torch_rate, 2),
+                            "transformers_step_rates": rates["torch"], "fj_step_rates": rates["jax"]})
+    return results
 
 
 if __name__ == "__main__":

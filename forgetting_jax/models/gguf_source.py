@@ -82,7 +82,11 @@ def convert_gguf(path: str, out_dir: str, sha256: str) -> None:
     start = time.time()
     reader = open_reader(path)
     config = hf_config(reader, path)
-    tokenizer = build_tokenizer(reader, path)  # before the tensors: a bad tokenizer fails fast
+    try:
+        tokenizer = build_tokenizer(reader, path)
+    except GgufError as err:  # the weights still convert; the directory then needs --tokenizer=DIR
+        log.warning("%s; the converted directory has no tokenizer", err)
+        tokenizer = None
     log.info("converting %s (%s, %d layers) into %s", path, config["model_type"], config["num_hidden_layers"],
              out_dir)
     tensors = dict(hf_tensors(reader, config, path))
@@ -90,12 +94,13 @@ def convert_gguf(path: str, out_dir: str, sha256: str) -> None:
         os.chmod(tmp, 0o755)
         save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         write_json(os.path.join(tmp, "config.json"), config)
-        tokenizer.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
         generation = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if config[k] is not None}
         write_json(os.path.join(tmp, "generation_config.json"), generation)
         write_json(os.path.join(tmp, "fingerprint.json"),
                    {"source": os.path.basename(path), "sha256": sha256, "bytes": os.path.getsize(path),
-                    "version": FORMAT_VERSION})
+                    "version": FORMAT_VERSION, "tokenizer": tokenizer is not None})
     log.info("converted %s in %.1f s", os.path.basename(path), time.time() - start)
 
 

@@ -47,13 +47,16 @@ def build_tokenizer(reader, path: str):
     model = field(reader, "tokenizer.ggml.model")
     if model != "gpt2":
         raise GgufError(f"{path}: tokenizer.ggml.model {model!r} is not supported (byte-level BPE, gpt2, is); "
-                        "pass --tokenizer=DIR with the model's Hugging Face tokenizer")
+                        "pass --tokenizer=DIR (or model.tokenizer) with the model's Hugging Face tokenizer")
     pre = field(reader, "tokenizer.ggml.pre", "default")
     if pre not in PRE_TOKENIZERS:
         raise GgufError(f"{path}: tokenizer.ggml.pre {pre!r} is not a known pre-tokenizer; known: "
                         f"{', '.join(sorted(PRE_TOKENIZERS))}; pass --tokenizer=DIR with the model's tokenizer")
     tokens = [str(t) for t in field(reader, "tokenizer.ggml.tokens")]
     merges = [tuple(m.split(" ", 1)) for m in field(reader, "tokenizer.ggml.merges", [])]
+    if not merges:
+        raise GgufError(f"{path}: the byte-level BPE tokenizer has no tokenizer.ggml.merges; "
+                        "pass --tokenizer=DIR with the model's Hugging Face tokenizer")
     types = list(field(reader, "tokenizer.ggml.token_type", [1] * len(tokens)))
     backend = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
                                    fuse_unk=False, byte_fallback=False))

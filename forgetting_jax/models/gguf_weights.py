@@ -44,8 +44,7 @@ def field(reader, key: str, default=None):
     f = reader.fields.get(key)
     if f is None:
         return default
-    value = f.contents()
-    return value
+    return f.contents()
 
 
 def hf_config(reader, path: str) -> dict:

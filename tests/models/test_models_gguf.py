@@ -68,3 +68,12 @@ def test_missing_gguf_package_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "gguf", None)
     with pytest.raises(GgufError, match=r"forgetting_jax\[gguf\]"):
         resolve_model_source(str(path))
+
+
+def test_unsupported_tokenizer_model_names_what_to_pass(monkeypatch):
+    from forgetting_jax.models import gguf_tokenizer
+
+    fields = {"tokenizer.ggml.model": "llama"}
+    monkeypatch.setattr(gguf_tokenizer, "field", lambda reader, key, default=None: fields.get(key, default))
+    with pytest.raises(GgufError, match=r"m\.gguf: tokenizer\.ggml\.model 'llama'.*--tokenizer=DIR"):
+        gguf_tokenizer.build_tokenizer(None, "m.gguf")
