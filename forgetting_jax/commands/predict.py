@@ -55,8 +55,8 @@ flags.DEFINE_string("rep_dot_encoder", _PREDICT.rep_dot_encoder,
                     "What of rep_dot's encoder trains: frozen (the matrix file's representations), full (every "
                     "layer, as the paper's final code), top:K (the top K layers). full and top:K read the "
                     "workspace: give --workdir and --config.")
-flags.DEFINE_string("rep_dot_model", None, "The trainable encoder's model directory (default: the config's "
-                    "predict.rep_dot_model, whose empty value is the workspace's base model).")
+flags.DEFINE_string("rep_dot_model", None, "The trainable encoder's model directory or .gguf file (default: the "
+                    "config's predict.rep_dot_model, whose empty value is the workspace's base model).")
 flags.DEFINE_float("rep_dot_encoder_lr", _PREDICT.rep_dot_encoder_lr, "Learning rate of rep_dot's trainable encoder.")
 flags.DEFINE_integer("rep_dot_batch", _PREDICT.rep_dot_batch, "Task examples per rep_dot step.")
 flags.DEFINE_integer("rep_dot_eval_every", _PREDICT.rep_dot_eval_every, "Steps between rep_dot's step choices.")
