@@ -10,7 +10,13 @@ base answers right (matrix.em_columns=base_correct) and answers are judged befor
 line, compared with the suite's exact strings after stripping whitespace (answer kind "demo").
 The answer budget is 32 new tokens rather than the paper's 512: the suite's longest answer is
 22 tokens, and every answer ends at the model's end-of-turn token. The fine-tuning runs are the
-NLL experiment's (same fingerprints), so in one workspace they are trained once for both.
+NLL experiment's (same fingerprints); their rows are rebuilt from the models, so give both
+experiments matrix.keep_models=True to train each task once for both.
+
+SmolLM2-135M-Instruct itself answers in sentences ("The largest number in this problem is 57."),
+so under the suite's exact strings its base model answers none of the 500 prompts right and the
+run stops with the message that says so (BENCHMARKS.md); a base model that answers in the suite's
+terse format is what this experiment measures.
 """
 
 from forgetting_jax.experiment import config_beside
