@@ -9,9 +9,8 @@ the fine-tuned model's is wrong. As in the paper's final code the columns are th
 base answers right (matrix.em_columns=base_correct) and answers are judged before the first blank
 line, compared with the suite's exact strings after stripping whitespace (answer kind "demo").
 The answer budget is 32 new tokens rather than the paper's 512: the suite's longest answer is
-22 tokens, and every answer ends at the model's end-of-turn token. The fine-tuning runs are the
-NLL experiment's (same fingerprints); their rows are rebuilt from the models, so give both
-experiments matrix.keep_models=True to train each task once for both.
+22 tokens, and every answer ends at the model's end-of-turn token. The fine-tuning settings are the
+NLL experiment's.
 
 SmolLM2-135M-Instruct itself answers in sentences ("The largest number in this problem is 57."),
 so under the suite's exact strings its base model answers none of the 500 prompts right and the
