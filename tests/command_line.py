@@ -1,5 +1,6 @@
 """Running a `forgetting-jax` command in the test process (tests only)."""
 
+import json
 import sys
 
 from absl import logging as absl_logging
@@ -24,3 +25,11 @@ def run_cli(*args) -> int:
     finally:
         sys.argv = saved
     return 0
+
+
+def write_jsonl(path, records) -> str:
+    """`records` (dicts, or raw lines as str) written one per line to `path`; returns str(path)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return str(path)

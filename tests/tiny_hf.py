@@ -65,6 +65,14 @@ def torch_logits(model, tokens, attention_mask=None):
         return model(input_ids=ids, attention_mask=mask).logits.float().numpy()
 
 
+def hf_mean_nll(model, ids, mask) -> float:
+    """transformers' mean NLL of tokens ids[1:] where mask[1:] (fp32 log-softmax of one example)."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([list(ids)])).logits[0].float()
+    logp = torch.log_softmax(logits, -1)[:-1].gather(1, torch.tensor(list(ids)[1:])[:, None])[:, 0].numpy()
+    return float(-(logp * mask[1:]).sum() / mask[1:].sum())
+
+
 TOKENIZER_TEXT = [
     "The quick brown fox jumps over the lazy dog.", "Forgetting is measured example by example.",
     "def add(a, b):\n    return a + b", "Low-rank structure predicts which examples are forgotten.",

@@ -1,38 +1,15 @@
 """`forgetting-jax score` follows the design contract: transformers' numbers, input order, clear errors."""
 
-import json
 import os
 
 import numpy as np
 import pytest
-import torch
 
-from forgetting_jax import cli
+from command_line import run_cli, write_jsonl
+from tiny_hf import hf_mean_nll
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Forgetting.", "def add(a, b):\n    return a + b",
          "What is 12 plus 30? 42. " * 5, "Low-rank structure predicts which examples are forgotten."]
-
-
-def run_cli(*args):
-    try:
-        cli.run(["forgetting-jax", *args])
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
-
-
-def write_jsonl(path, records):
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
-    return str(path)
-
-
-def hf_mean_nll(model, ids, mask):
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0].float()
-    logp = torch.log_softmax(logits, -1)[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0].numpy()
-    return -(logp * mask[1:]).sum() / mask[1:].sum()
 
 
 def test_lm_scores_match_transformers_in_input_order(model_dir, tmp_path):

@@ -6,17 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from forgetting_jax import cli
+from command_line import run_cli
 from forgetting_jax.models.gguf_source import converted_dir, is_gguf, resolve_model_source
 from forgetting_jax.models.gguf_weights import GgufError, hf_name, unpermute_rotary
-
-
-def run_cli(*args):
-    try:
-        cli.run(["forgetting-jax", *args])
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
 
 
 def llama_cpp_permute(w, heads):

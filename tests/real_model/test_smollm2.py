@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from forgetting_jax import cli
+from command_line import run_cli, write_jsonl
+from tiny_hf import hf_mean_nll
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
@@ -33,27 +34,6 @@ CHATS = [
      {"role": "user", "content": "And doubled?"}, {"role": "assistant", "content": "84."}],
 ]
 PROMPTS = ["What is the capital of France?", "Name three primary colors.", "Write a haiku about the sea."]
-
-
-def run_cli(*args):
-    try:
-        cli.run(["forgetting-jax", *args])
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
-
-
-def write_jsonl(path, records):
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    return str(path)
-
-
-def hf_mean_nll(model, ids, mask):
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0].float()
-    logp = torch.log_softmax(logits, -1)[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0].numpy()
-    return float(-(logp * mask[1:]).sum() / mask[1:].sum())
 
 
 def test_conversion_equals_transformers_gguf_loader(smollm2_gguf, smollm2_dir):
