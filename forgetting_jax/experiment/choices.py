@@ -13,7 +13,7 @@ class ConfigError(ValueError):
 
 
 # models (models/config.py, models/decoder.py, models/attention.py)
-FAMILIES = ("llama", "mistral", "qwen2", "olmo", "olmo2", "gpt_neox")
+FAMILIES = ("llama", "mistral", "qwen2", "olmo", "olmo2", "gpt_neox", "mpt")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")  # activation checkpointing per layer
@@ -24,6 +24,7 @@ HF_FINGERPRINTS = ("auto", "content", "metadata")  # train/base.py
 METHODS = ("full", "lora")
 BATCHINGS = ("examples", "rows")  # train/batches.py
 EXPORT_DTYPES = ("",) + DTYPES  # "": the run's param_dtype
+RESULT_STEPS = ("best", "last")  # train.result: the run's result is its best validation step or its last
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # train/lora.py
 
 # data (data/, train/inputs.py)
@@ -77,8 +78,9 @@ def parse_rep_dot_encoder(text: str) -> tuple[str, int | None]:
     raise ValueError(f"rep_dot encoder {text!r}: not one of frozen, full, top:K (K >= 1 layers)")
 
 
-# replay (replay/strategies.py)
-STRATEGY_KINDS = ("none", "random", "predicted", "ground_truth", "online")
+# replay (replay/strategies.py, replay/baselines.py)
+STRATEGY_KINDS = ("none", "random", "predicted", "ground_truth", "online", "gt_mir", "ppl_median", "grad_prod_neg")
+REPLAY_PROTOCOLS = ("final", "project")  # replay.protocol (replay/protocol.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +91,12 @@ class Strategy:
     kind: str  # one of STRATEGY_KINDS
     method: str | None = None  # completion method of predicted and online
     top: bool = False
+    candidates: int | None = None  # gt_mir:N: N
 
     @property
     def weighted(self) -> bool:
-        return self.kind in ("predicted", "ground_truth", "online")
+        """Scored examples whose weights softmax(score / T) depend on T (part of the run's fingerprint)."""
+        return self.kind in ("predicted", "ground_truth", "online", "grad_prod_neg")
 
 
 def parse_strategy(name: str) -> Strategy:
@@ -104,12 +108,19 @@ def parse_strategy(name: str) -> Strategy:
     methods = list(COMPLETION + BASELINES + (REPRESENTATION if kind == "predicted" else ()))
     if kind not in STRATEGY_KINDS or len(parts) > 2:
         raise ValueError(f"replay strategy {name!r}: not one of none, random, predicted:METHOD, ground_truth, "
-                         "online:METHOD (optionally prefixed with top:)")
+                         "online:METHOD, gt_mir:N, ppl_median, grad_prod_neg (predicted, ground_truth, online "
+                         "and grad_prod_neg optionally prefixed with top:)")
+    if kind == "gt_mir":
+        if top or method is None or not method.isdigit() or int(method) < 2:
+            raise ValueError(f"replay strategy {name!r}: gt_mir needs N >= 2 candidates per draw, e.g. gt_mir:30 "
+                             "(it takes no top:)")
+        return Strategy(name, kind, None, False, int(method))
     if kind in ("predicted", "online"):
         if method not in methods:
             raise ValueError(f"replay strategy {name!r}: {kind} needs a method, one of {', '.join(methods)}")
     elif method is not None:
         raise ValueError(f"replay strategy {name!r}: {kind} takes no method")
-    if top and kind in ("none", "random"):
-        raise ValueError(f"replay strategy {name!r}: top: needs scores (predicted, ground_truth or online)")
-    return Strategy(name, kind, method, top)
+    if top and kind in ("none", "random", "ppl_median"):
+        raise ValueError(f"replay strategy {name!r}: top: needs sampled scores (predicted, ground_truth, online or "
+                         "grad_prod_neg; ppl_median is always its highest scores)")
+    return Strategy(name, kind, method, top or kind == "ppl_median")

@@ -7,11 +7,10 @@ from typing import Optional
 from forgetting_jax.experiment.choices import (ANSWER_KINDS, ATTENTION_IMPLS, BASES, BATCHINGS, CPU_COLLECTIVES,
                                                DATA_SOURCES, DTYPES, EM_COLUMNS, EXPORT_DTYPES, FAMILIES,
                                                HF_FINGERPRINTS, LORA_TARGETS, METHODS, METRICS, ON_DIVERGENCE,
-                                               REMAT_POLICIES, REP_DOT_SELECT, TASK_READERS, UPSTREAM_KINDS)
-from forgetting_jax.experiment.fields import (demo_tasks_problem, dimension, fill_or_positive, like,
-                                              predict_methods_problem, rep_dot_encoder_problem, setting,
-                                              strategies_problem,
+                                               REMAT_POLICIES, RESULT_STEPS, TASK_READERS, UPSTREAM_KINDS)
+from forgetting_jax.experiment.fields import (demo_tasks_problem, dimension, fill_or_positive, like, setting,
                                               upstream_kwargs_problem)
+from forgetting_jax.experiment.study_sections import PredictSettings, ReplaySettings
 from forgetting_jax.utils.runtime import MODES
 
 
@@ -146,8 +145,10 @@ class TrainSettings:
                     the mesh's data x fsdp size
     grad_clip, weight_decay, b1, b2, eps   AdamW and clipping
     seed            data order and LoRA dropout
-    eval_every      validation every N steps (and at the last step); 0: never. The step with the
-                    lowest validation loss is the run's result (as in the paper)
+    eval_every      validation every N steps (and at the last step); 0: never
+    result          best: the step with the lowest validation loss is the run's result (the paper's
+                    first code); last: the final step's parameters (its final code; the final
+                    replay protocol's runs)
     eval_rows       rows per validation batch
     save_every      also checkpoint every N steps between validations (0: only at validations)
     keep_checkpoints  keep the orbax training checkpoints of a finished run (else only its model)
@@ -173,6 +174,7 @@ class TrainSettings:
     eps: float = setting(1e-8, at_least=0)
     seed: int = 0
     eval_every: int = setting(100, at_least=0)
+    result: str = setting("best", choices=RESULT_STEPS)
     eval_rows: int = setting(8, at_least=1)
     save_every: int = setting(0, at_least=0)
     keep_checkpoints: bool = False
@@ -279,6 +281,8 @@ class MatrixSettings:
     task_submeshes: int = setting(1, at_least=1)
     representations: bool = True
     task_examples: int = setting(64, at_least=1)
+    gradient_dim: int = setting(0, at_least=0)
+    embedder: str = ""
     upstream_tasks: tuple[str, ...] = setting((), check=demo_tasks_problem)
     metric: str = setting("nll", choices=METRICS)
     answer_kind: str = setting("auto", choices=ANSWER_KINDS)
@@ -286,105 +290,6 @@ class MatrixSettings:
     em_columns: str = setting("base_correct", choices=EM_COLUMNS)
     generate_batch_size: int = setting(64, at_least=1)
     on_divergence: str = setting("stop", choices=ON_DIVERGENCE)
-
-
-@dataclasses.dataclass(frozen=True)
-class PredictSettings:
-    """config.predict: the "Predicting forgetting" section of the report `run` writes
-    (matrix/prediction_report.py): the paper's protocol on the matrix just built.
-
-    report          run the protocol and add the section (off: the report describes the matrix only)
-    methods         the methods compared: completion (additive, multiplicative, als, knn; logistic,
-                    lgmf and lgmf_additive on a binary matrix, left out of the report on another), the
-                    representation forecasters of prior work (rep_sim, rep_dot; they need
-                    matrix.representations) and the reference forecasters (train_mean,
-                    observed_mean, random)
-    test_fraction   the share of tasks held out as test tasks (seeded by split_seed)
-    k, seeds        observed entries per test task, and draws of them per test task
-    threshold       forgetting above this counts as forgotten (F1, precision, recall, AUC); None:
-                    0.5 on a binary matrix (matrix.metric=exact_match), else 0.0
-    rank, reg       the rank of als and the ridge of every completion fit (predict.methods.CompletionConfig)
-    test_tasks      test tasks by name (over test_fraction), e.g. the paper's (data/paper_tasks.py)
-    train_tasks     the rows that train every method (empty: every row that is not a test task)
-    rep_dot_*       rep_dot (predict/rep_dot.py, rep_dot_training.py; docs/prediction.md): steps,
-                    lr (its head's), encoder (frozen | full | top:K: what of the encoder trains),
-                    model (the encoder when it trains; "": the base), encoder_lr, batch (task
-                    examples per step), eval_every, select (dev | test: where the step is chosen)
-
-    These defaults are the defaults of the `predict` command and of the library's settings
-    (predict/comparison.py ComparisonSettings, CompletionConfig, RepDotConfig); replay's k, rank and
-    reg default to them too.
-    """
-
-    report: bool = True
-    methods: tuple[str, ...] = setting(("additive", "multiplicative", "als", "knn", "logistic", "lgmf",
-                                        "lgmf_additive", "rep_sim", "rep_dot", "train_mean", "observed_mean"),
-                                       check=predict_methods_problem)
-    test_fraction: float = setting(0.3, above=0, below=1)
-    k: int = setting(30, at_least=1)
-    seeds: int = setting(10, at_least=1)
-    split_seed: int = 0
-    threshold: Optional[float] = None
-    rank: int = setting(5, at_least=1)
-    reg: float = setting(1.0, at_least=0)
-    rep_dot_steps: int = setting(5000, at_least=1)
-    rep_dot_lr: float = setting(1e-3, above=0)
-    test_tasks: tuple[str, ...] = ()
-    train_tasks: tuple[str, ...] = ()
-    rep_dot_encoder: str = setting("frozen", check=rep_dot_encoder_problem)
-    rep_dot_model: str = ""
-    rep_dot_encoder_lr: float = setting(1e-5, above=0)
-    rep_dot_batch: int = setting(8, at_least=1)
-    rep_dot_eval_every: int = setting(100, at_least=1)
-    rep_dot_select: str = setting("dev", choices=REP_DOT_SELECT)
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplaySettings:
-    """config.replay: the replay experiment of `forgetting-jax replay` (replay/experiment.py).
-
-    test_tasks      the new tasks fine-tuned with replay; none of them may be a row of the matrix
-                    (data.tasks), whose rows train the prediction
-    strategies      which upstream examples to replay (replay/strategies.py):
-                      none              plain fine-tuning (no replay)
-                      random            uniform over the replay pool
-                      predicted:METHOD  softmax(predicted forgetting / T), the row completed by
-                                        METHOD (additive, multiplicative, als, knn) from k observed
-                                        entries of the task's true row
-                      ground_truth      softmax(true forgetting / T): the oracle
-                      online:METHOD     random replay for the first `online_fraction` of the steps,
-                                        then k pool examples are scored with the model of that
-                                        step, the row completed and replayed by prediction
-                      top:STRATEGY      the STRATEGY's highest-scored examples in order (no
-                                        sampling), e.g. top:predicted:additive, top:ground_truth
-    ratio           r: one upstream example per 1/r task examples, a share r / (1 + r) of the
-                    batch slots (the paper: 1/32 for base models, 1/8 for instruct models)
-    scale_steps     False: every strategy, none included, runs train.steps optimizer
-                    steps, so a replay run sees fewer task examples; True: a replay run runs
-                    ceil(train.steps (1 + r)) steps, so it sees the task examples of a run
-                    without replay (it then also runs more steps than none)
-    temperature     T of softmax(score / T)
-    k               observed entries of a new task's row for the prediction
-    num_heldout     upstream examples set aside (seeded): never replayed, they measure forgetting
-    online_fraction the share of the steps an online run replays at random before it predicts
-    seed            the held-out split, observed entries and replay order
-    rank, reg       settings of the completion methods (predict.methods.CompletionConfig)
-    confidence      level of the confidence intervals in the report
-    """
-
-    test_tasks: tuple[str, ...] = ()
-    strategies: tuple[str, ...] = setting(("none", "random", "predicted:additive", "predicted:knn", "ground_truth"),
-                                         check=strategies_problem)
-    ratio: float = setting(1 / 32, above=0)
-    scale_steps: bool = False
-    temperature: float = setting(0.1, above=0)
-    k: int = like(PredictSettings, "k", PredictSettings.k)
-    num_heldout: int = setting(1000, at_least=0)
-    online_fraction: float = setting(0.1, at_least=0, at_most=1)
-    seed: int = 0
-    rank: int = like(PredictSettings, "rank", PredictSettings.rank)
-    reg: float = like(PredictSettings, "reg", PredictSettings.reg)
-    confidence: float = setting(0.95, above=0, below=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,7 @@ class RowPlan:
     scoring: dict  # the scoring's share of the fingerprint
     answers: bool = False  # also the model's answers to the upstream prompts (matrix.metric=exact_match)
     mixture: Any = None  # replay/mixture.py ReplayMixture in the run's batches, or None
+    answering: Any = None  # with answers: the prompts answered (matrix/upstream.py Answering; None: the upstream's)
 
     @property
     def fingerprint(self) -> str:
@@ -64,19 +65,20 @@ def matrix_row(up: Upstream, plan: FinetunePlan) -> RowPlan:
     return RowPlan(plan, plan.task, up.store, up.examples, up.scoring, up.answering is not None)
 
 
-def stored_answers(up: Upstream, task: str, row_fp: str) -> np.ndarray | None:
-    """correct [N] of the model of row `row_fp` of `task` when its answers are stored, else None."""
+def stored_answers(up: Upstream, task: str, row_fp: str, answering: Any = None) -> np.ndarray | None:
+    """correct [n] of the model of row `row_fp` of `task` when its answers are stored, else None;
+    answering: the prompts answered (None: the upstream examples', up.answering)."""
     from forgetting_jax.matrix.answers import answers_fingerprint
 
-    answering = up.answering
-    return answering.store.read(task, answers_fingerprint(row_fp, answering.answers), len(up.examples))
+    answering = up.answering if answering is None else answering
+    return answering.store.read(task, answers_fingerprint(row_fp, answering.answers), len(answering.answers.prompts))
 
 
 def stored_row(up: Upstream, row: RowPlan) -> np.ndarray | None:
     """The scores [n] of `row` when it is finished (its answers stored too when it has them), else None."""
     fp = row.fingerprint
     scores = row.store.row(row.key, fp, len(row.examples))
-    if scores is None or (row.answers and stored_answers(up, row.key, fp) is None):
+    if scores is None or (row.answers and stored_answers(up, row.key, fp, row.answering) is None):
         return None
     return scores
 
@@ -167,7 +169,7 @@ def score_run(config: Experiment, up: Upstream, row: RowPlan, run: RunResult) ->
     if row.answers:
         from forgetting_jax.matrix.answers import answer, answers_fingerprint
 
-        a = up.answering
+        a = up.answering if row.answering is None else row.answering
         correct, completions = answer(up.scoring_config, params, a.answers, a.tokenizer, a.eos_ids,
                                       up.scoring_mesh, a.generate_batch_size, row.what)
         a.store.write(row.key, answers_fingerprint(row.fingerprint, a.answers), correct, completions)

@@ -2,22 +2,27 @@
 
   1. the forgetting matrix of config.data.tasks (built or reused by the `run` pipeline; the
      experiment's own W/experiments/<name>/forgetting.npz): its rows train the prediction;
-  2. a seeded held-out set of `replay.num_heldout` upstream examples that is never replayed and
-     only measures forgetting; the other scored upstream examples are the replay pool;
+  2. a held-out set that is never replayed and only measures forgetting (replay/heldout.py: a
+     seeded split of the upstream examples, the rest being the replay pool, or
+     replay.heldout_file); its size and the runs' steps and kept step follow replay.protocol
+     (replay/protocol.py: final, the paper's final code, or project);
   3. per test task (replay.test_tasks, none of them a row of the matrix): the plain fine-tuning
      run and its full row of the upstream examples (the matrix store's row
      W/matrix/rows/<task>/<fp>.npz: the "none" strategy and the ground truth), k observed entries
      of that row for the predictions;
   4. per test task and strategy: a fine-tuning run with replay (train/finetune.py with a
      replay/mixture.py mixture; fingerprinted and reused like any run), scored on the held-out set
-     (W/replay/heldout/rows/<task>.<strategy>/<fp>.npz); it runs train.steps optimizer steps, as
-     the plain run does (replayed examples take a share r / (1 + r) of the batch slots), or
-     ceil(train.steps (1 + r)) with replay.scale_steps (then it sees the plain run's task examples);
+     (W/replay/heldout/rows/<task>.<strategy>/<fp>.npz) and, with matrix.metric=exact_match,
+     answering its prompts; final: floor(train.steps (1 + r)) optimizer steps, project:
+     train.steps (replayed examples take a share r / (1 + r) of the batch slots) or
+     ceil(train.steps (1 + r)) with replay.scale_steps;
   5. the experiment's replay/results.json, table and figure (W/experiments/<name>/replay/),
      rebuilt from the finished runs' scores, and a section of its report.md; copies of them at
      W/replay/ and W/report.md (the most recent command's).
 
-Forgetting of a run = the mean over held-out examples of NLL after - NLL of the base model.
+Forgetting of a run = the mean over held-out examples of NLL after - NLL of the base model; with
+matrix.metric=exact_match also its exact-match drop: the share of the held-out examples the base
+model answers right that the run's model answers wrong.
 """
 
 import dataclasses
@@ -33,12 +38,14 @@ from forgetting_jax.matrix.rows import RowPlan, get_or_compute, matrix_row
 from forgetting_jax.matrix.run import run_pipeline
 from forgetting_jax.matrix.upstream import Upstream, prepare_upstream
 from forgetting_jax.matrix.representations import MATRIX_ARRAYS as REPRESENTATION_ARRAYS
-from forgetting_jax.matrix.store import MatrixStore, upstream_tokens_fingerprint
 from forgetting_jax.predict.comparison import rep_dot_config
 from forgetting_jax.predict.methods import CompletionConfig
-from forgetting_jax.replay.mixture import ReplayMixture, mixed_steps, replay_fraction, replay_positions
-from forgetting_jax.replay.sampler import ReplaySchedule, replay_logits
-from forgetting_jax.replay.stats import mean_ci, paired_tests
+from forgetting_jax.replay import baselines
+from forgetting_jax.replay.heldout import HeldOut, em_drop, heldout_set
+from forgetting_jax.replay.mixture import ReplayMixture, replay_fraction, replay_positions
+from forgetting_jax.replay.protocol import Protocol, protocol as replay_protocol
+from forgetting_jax.replay.results import summarize
+from forgetting_jax.replay.sampler import FixedSchedule, ReplaySchedule, replay_logits
 from forgetting_jax.replay.strategies import (Completer, OnlineSchedule, Strategy, observed_columns, parse_strategy,
                                               task_code)
 from forgetting_jax.train.finetune import plan_finetune
@@ -52,26 +59,25 @@ log = logging.getLogger("forgetting_jax.replay")
 class Setup:
     """What every replay run of one experiment shares."""
 
-    config: Experiment
+    config: Experiment  # as the runs are planned (replay/protocol.py run_config)
     up: Upstream
     z_train_MxN: np.ndarray  # the matrix's rows
     pool_N: np.ndarray  # bool: may be replayed
-    heldout_store: MatrixStore
-    heldout_scoring: dict  # the held-out scores' share of their fingerprints
-    completer: Completer
+    heldout: HeldOut | None
+    completer: Completer | None
+    protocol: Protocol | None = None  # None: the config's
 
+    def __post_init__(self):
+        if self.protocol is None:
+            object.__setattr__(self, "protocol", replay_protocol(self.config))
 
-def split_upstream(base_nll_N: np.ndarray, num_heldout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(held-out indices [H] sorted, pool mask [N]): a seeded draw of H scored examples; the pool
-    is the other scored examples."""
-    scored = np.flatnonzero(np.isfinite(base_nll_N))
-    if not 0 < num_heldout < len(scored):
-        raise ValueError(f"replay.num_heldout={num_heldout}: must be between 1 and the {len(scored)} scored "
-                         "upstream examples minus the replay pool")
-    heldout = np.sort(np.random.Generator(np.random.PCG64([seed, 1])).choice(scored, num_heldout, replace=False))
-    pool = np.isfinite(base_nll_N)
-    pool[heldout] = False
-    return heldout, pool
+    def replay_steps(self) -> int:
+        return self.protocol.replay_steps(int(self.config.train.steps), replay_fraction(self.config.replay.ratio))
+
+    def replay_slots(self) -> int:
+        """The replay slots of one replay run."""
+        rc, tc = self.config.replay, self.config.train
+        return int(replay_positions(0, self.replay_steps() * int(tc.batch_size), replay_fraction(rc.ratio))[0].sum())
 
 
 def _check(config: Experiment, test_tasks: Sequence[str]) -> None:
@@ -150,7 +156,8 @@ def _probe(setup: Setup, task: str, method: str, columns: np.ndarray):
 
 def make_mixture(setup: Setup, task: str, strategy: Strategy, truth_N: np.ndarray, columns: np.ndarray,
                  predicted: dict[str, np.ndarray]) -> ReplayMixture:
-    """The replay mixture of one (task, strategy) run (strategy is not none)."""
+    """The replay mixture of one (task, strategy) run (strategy is not none). predicted: the task's
+    completed rows by method, and its baseline scores ("grad_prod_neg": replay/baselines.py)."""
     rc = setup.config.replay
     seed = [int(rc.seed), task_code(task)]
     temperature = float(rc.temperature)
@@ -159,6 +166,7 @@ def make_mixture(setup: Setup, task: str, strategy: Strategy, truth_N: np.ndarra
     if strategy.weighted:
         inputs["temperature"] = temperature
     uniform = replay_logits(np.zeros(len(pool)), 1.0, pool)
+    order = None
     if strategy.kind == "random":
         logits = uniform
     elif strategy.kind == "ground_truth":
@@ -166,20 +174,30 @@ def make_mixture(setup: Setup, task: str, strategy: Strategy, truth_N: np.ndarra
     elif strategy.kind == "predicted":
         logits = replay_logits(predicted[strategy.method], temperature, pool)
         inputs["source"] = {"method": strategy.method, "k": int(rc.k), "columns": columns, "matrix": setup.z_train_MxN}
+    elif strategy.kind == "gt_mir":
+        order = baselines.repeated_best_of_n(truth_N, pool, setup.replay_slots(), int(strategy.candidates), seed)
+        logits = uniform
+        inputs["order"] = order
+    elif strategy.kind == "ppl_median":
+        logits = replay_logits(baselines.ppl_median_scores(setup.up.base_nll, pool), 1.0, pool)
+    elif strategy.kind == "grad_prod_neg":
+        logits = replay_logits(predicted["grad_prod_neg"], temperature, pool)
+        inputs["gradient_dim"] = int(rc.gradient_dim)
     else:  # online: random weights until the switch, then the probe's prediction
         logits = uniform
-        switch = max(1, round(float(rc.online_fraction) * mixed_steps(
-            int(setup.config.train.steps), replay_fraction(rc.ratio), bool(rc.scale_steps))))
+        switch = max(1, round(float(rc.online_fraction) * setup.replay_steps()))
         inputs["online"] = {"method": strategy.method, "k": int(rc.k), "columns": columns, "switch_step": switch,
                             "matrix": setup.z_train_MxN, "completion": dataclasses.asdict(_completion(rc))}
     inputs["weights"] = logits
     if strategy.kind == "online":
         schedule = OnlineSchedule(ReplaySchedule(uniform, seed), switch, _probe(setup, task, strategy.method, columns),
                                   temperature, pool, seed, strategy.top)
+    elif order is not None:
+        schedule = FixedSchedule(order)
     else:
         schedule = ReplaySchedule(logits, seed, strategy.top)
     return ReplayMixture(setup.up.examples, schedule, rc.ratio, _fingerprinted(inputs), strategy.name,
-                         scale_steps=bool(rc.scale_steps))
+                         protocol=setup.protocol)
 
 
 def _fingerprinted(inputs: dict) -> dict:
@@ -198,11 +216,52 @@ def _completion(rc: Any) -> CompletionConfig:
     return CompletionConfig(rank=int(rc.rank), reg=float(rc.reg), seed=int(rc.seed))
 
 
+def _gradient_scores(config: Experiment, workdir: str, up: Upstream, tasks: Sequence[str], pool_N: np.ndarray
+                     ) -> dict[str, np.ndarray]:
+    """{task: grad_prod_neg scores [N]} from the base model's projected gradients (cached)."""
+    from forgetting_jax.matrix.gradients import task_gradient, upstream_gradients
+
+    dim, s = int(config.replay.gradient_dim), int(config.matrix.task_examples)
+    with up.base_weights() as weights:
+        example_NxP = upstream_gradients(up, weights, dim)
+        return {t: baselines.grad_prod_neg_scores(
+                    task_gradient(up, weights, t, plan_finetune(config, workdir, t, up.base).examples["train"], s, dim),
+                    example_NxP, pool_N) for t in tasks}
+
+
+def _plain_run(config: Experiment, workdir: str, up: Upstream, heldout: HeldOut, task: str
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The plain run of a test task: (its scores of the upstream examples [N], of the held-out
+    set [H], its answers to the held-out prompts [H] (exact_match) or None)."""
+    from forgetting_jax.matrix.model_files import remove
+    from forgetting_jax.matrix.rows import stored_answers
+
+    plan = plan_finetune(config, workdir, task, up.base)
+    if heldout.indices is not None:  # a split: the upstream row holds the held-out scores and answers
+        row = matrix_row(up, plan)
+        nll = get_or_compute(config, workdir, up, row)[0]
+        correct = None
+        if heldout.answering is not None:
+            correct = stored_answers(up, task, row.fingerprint)[heldout.indices]
+        return nll, nll[heldout.indices], correct
+    # a held-out file: the run keeps its model until both its rows are scored
+    keep = dataclasses.replace(config, matrix=dataclasses.replace(config.matrix, keep_models=True))
+    nll = get_or_compute(keep, workdir, up, matrix_row(up, plan))[0]
+    row = RowPlan(plan, f"{task}.none", heldout.store, heldout.examples, heldout.scoring,
+                  answers=heldout.answering is not None, answering=heldout.answering)
+    held = get_or_compute(keep, workdir, up, row)[0]
+    if not config.matrix.keep_models:
+        remove(os.path.join(plan.run_dir, "model"))
+    correct = None if heldout.answering is None else stored_answers(up, row.key, row.fingerprint, heldout.answering)
+    return nll, held, correct
+
+
 def run_replay(config: Experiment, workdir: str, strategies: Sequence[str] | None = None,
                tasks: Sequence[str] | None = None) -> dict:
     """Runs (or completes) the replay experiment of config.replay in `workdir`; returns the results
     written to the experiment's replay/results.json (results["experiment_dir"]: that experiment's
     directory). strategies, tasks: override replay.strategies / test_tasks."""
+    from forgetting_jax.matrix.rows import stored_answers
     from forgetting_jax.replay.report import write_replay_report
 
     started = time.perf_counter()
@@ -213,102 +272,69 @@ def run_replay(config: Experiment, workdir: str, strategies: Sequence[str] | Non
     test_tasks = list(tasks or rc.test_tasks)
     _check(config, test_tasks)
     replay_fraction(rc.ratio)
+    protocol = replay_protocol(config)
 
     up = prepare_upstream(config, workdir, make_mesh(config.mesh))
     z_train, experiment_dir, data = _matrix(config, workdir, up)
-    heldout, pool = split_upstream(up.base_nll, int(rc.num_heldout), int(rc.seed))
-    heldout_examples = [up.examples[j] for j in heldout]
-    heldout_fp = upstream_tokens_fingerprint([e.id for e in heldout_examples], [e.ids for e in heldout_examples])
-    setup = Setup(config, up, z_train, pool, MatrixStore(os.path.join(workdir, "replay", "heldout")),
-                  {"dtype": config.matrix.dtype, "upstream": heldout_fp},
+    runs = protocol.run_config(config)  # what every test-task run is planned with
+    heldout = heldout_set(config, workdir, up, protocol.num_heldout(int(rc.num_heldout),
+                                                                    int(np.isfinite(up.base_nll).sum())))
+    pool = heldout.pool
+    setup = Setup(runs, up, z_train, pool, heldout,
                   Completer(z_train, _completion(rc), int(rc.seed),
                             representations={k: data[k] for k in REPRESENTATION_ARRAYS if k in data},
                             task_representations=_new_task_representations(config, workdir, up),
-                            rep_dot_config=rep_dot_config(config.predict.rep_dot_steps, config.predict.rep_dot_lr)))
-    log.info("replay: %d test tasks x %d strategies; %d held-out upstream examples (never replayed), a pool of %d; "
-             "r = %s, T = %g; %d optimizer steps per replay run (none: %d)", len(test_tasks), len(chosen), len(heldout),
-             int(pool.sum()), replay_fraction(rc.ratio), float(rc.temperature),
-             mixed_steps(int(config.train.steps), replay_fraction(rc.ratio), bool(rc.scale_steps)),
-             int(config.train.steps))
+                            rep_dot_config=rep_dot_config(config.predict.rep_dot_steps, config.predict.rep_dot_lr)),
+                  protocol)
+    log.info("replay (%s protocol): %d test tasks x %d strategies; %d held-out examples (%s, never replayed), a "
+             "pool of %d; r = %s, T = %g; %d optimizer steps per replay run (none: %d), runs keep their %s step",
+             protocol.name, len(test_tasks), len(chosen), len(heldout.examples), heldout.source, int(pool.sum()),
+             replay_fraction(rc.ratio), float(rc.temperature), setup.replay_steps(), int(config.train.steps),
+             protocol.result)
 
-    ft_nll, truth = {}, {}
+    ft_nll, truth, plain_heldout, plain_correct = {}, {}, {}, {}
     for i, task in enumerate(test_tasks):
         log.info("replay: test task %d/%d: %s: its plain fine-tuning run and true row", i + 1, len(test_tasks), task)
-        plan = plan_finetune(config, workdir, task, up.base)
-        ft_nll[task] = get_or_compute(config, workdir, up, matrix_row(up, plan))[0]
+        ft_nll[task], plain_heldout[task], plain_correct[task] = _plain_run(runs, workdir, up, heldout, task)
         truth[task] = ft_nll[task].astype(np.float64) - up.base_nll
     truth_TxN = np.stack([truth[t] for t in test_tasks])
     columns = observed_columns(truth_TxN, pool, int(rc.k), int(rc.seed), test_tasks)
     observed = np.take_along_axis(truth_TxN, columns, axis=1)
     methods = sorted({s.method for s in chosen if s.kind == "predicted"})
     predicted = {m: setup.completer.complete(m, columns, observed, test_tasks) for m in methods}
+    gradient_scores = (_gradient_scores(runs, workdir, up, test_tasks, pool)
+                       if any(s.kind == "grad_prod_neg" for s in chosen) else {})
 
+    answers = heldout.answering is not None
     forgetting: dict[str, dict[str, float]] = {s.name: {} for s in chosen}
+    dropped: dict[str, dict[str, float]] = {s.name: {} for s in chosen}
     trained = []
     for i, task in enumerate(test_tasks):
         for strategy in chosen:
+            correct = None
             if strategy.kind == "none":
-                nll = ft_nll[task][heldout]
+                nll, correct = plain_heldout[task], plain_correct[task]
             else:
                 log.info("replay: test task %d/%d: %s, strategy %s", i + 1, len(test_tasks), task, strategy.name)
-                mixture = make_mixture(setup, task, strategy, truth[task], columns[i],
-                                       {m: predicted[m][i] for m in methods})
-                row = RowPlan(plan_finetune(config, workdir, task, up.base, mixture), f"{task}.{strategy.name}",
-                              setup.heldout_store, heldout_examples, setup.heldout_scoring, mixture=mixture)
-                nll, reused = get_or_compute(config, workdir, up, row)
+                scores = {m: predicted[m][i] for m in methods}
+                if task in gradient_scores:
+                    scores["grad_prod_neg"] = gradient_scores[task]
+                mixture = make_mixture(setup, task, strategy, truth[task], columns[i], scores)
+                row = RowPlan(plan_finetune(runs, workdir, task, up.base, mixture), f"{task}.{strategy.name}",
+                              heldout.store, heldout.examples, heldout.scoring, answers=answers,
+                              mixture=mixture, answering=heldout.answering)
+                nll, reused = get_or_compute(runs, workdir, up, row)
+                if answers:
+                    correct = stored_answers(up, row.key, row.fingerprint, heldout.answering)
                 if not reused:
                     trained.append(f"{task}.{strategy.name}")
-            forgetting[strategy.name][task] = float(np.nanmean(np.asarray(nll, np.float64) - up.base_nll[heldout]))
+            forgetting[strategy.name][task] = float(np.nanmean(np.asarray(nll, np.float64) - heldout.base_nll))
+            if correct is not None:
+                dropped[strategy.name][task] = em_drop(heldout, correct)
 
-    results = summarize(config, test_tasks, chosen, forgetting, truth_TxN, predicted, pool, len(heldout))
+    results = summarize(setup, test_tasks, chosen, forgetting, truth_TxN, predicted, dropped if answers else None)
     results["trained"] = trained
     results["seconds"] = time.perf_counter() - started
     results["experiment_dir"] = experiment_dir
     write_replay_report(experiment_dir, workdir, results)
     return results
-
-
-def summarize(config: Experiment, tasks: Sequence[str], chosen: Sequence[Strategy], forgetting: dict,
-              truth_TxN: np.ndarray, predicted: dict[str, np.ndarray], pool_N: np.ndarray, num_heldout: int) -> dict:
-    """Per-strategy means and CIs of held-out forgetting across tasks, paired tests, and how well
-    each method's completed rows rank the pool's true forgetting."""
-    from scipy import stats
-
-    rc = config.replay
-    confidence = float(rc.confidence)
-    ratio = replay_fraction(rc.ratio)
-    steps = mixed_steps(int(config.train.steps), ratio, bool(rc.scale_steps))
-    replayed = int(replay_positions(0, steps * int(config.train.batch_size), ratio)[0].sum())
-    values = {s.name: np.asarray([forgetting[s.name][t] for t in tasks]) for s in chosen}
-    names = [s.name for s in chosen]
-    summary = {}
-    for s in chosen:
-        entry = mean_ci(values[s.name], confidence)
-        if "none" in values and s.name != "none":
-            entry["reduction_vs_none"] = float(np.mean(values["none"] - values[s.name]) / np.mean(values["none"]))
-        summary[s.name] = entry
-    tests = []
-    for s in chosen:
-        for reference in ("random", "none"):
-            if s.kind in ("none", "random") and not (s.kind == "random" and reference == "none"):
-                continue
-            if reference in values:
-                tests.append({"strategy": s.name, "reference": reference,
-                              **paired_tests(values[s.name], values[reference], confidence)})
-    prediction = {}
-    for method, rows in predicted.items():
-        rho = [stats.spearmanr(rows[i][pool_N], truth_TxN[i][pool_N], nan_policy="omit").statistic
-               for i in range(len(tasks))]
-        prediction[method] = {"spearman_mean": float(np.nanmean(rho)), "spearman": [float(r) for r in rho]}
-    return {
-        "settings": {"ratio": str(ratio), "temperature": float(rc.temperature), "k": int(rc.k),
-                     "num_heldout": num_heldout, "pool": int(pool_N.sum()), "seed": int(rc.seed),
-                     "train_steps": int(config.train.steps), "replay_steps": steps,
-                     "scale_steps": bool(rc.scale_steps), "replayed_per_run": replayed,
-                     "task_examples_per_run": steps * int(config.train.batch_size) - replayed,
-                     "batch_size": int(config.train.batch_size), "confidence": confidence},
-        "tasks": list(tasks), "strategies": names,
-        "steps": {s.name: int(config.train.steps) if s.kind == "none" else steps for s in chosen},
-        "forgetting": {name: dict(forgetting[name]) for name in names},
-        "summary": summary, "tests": tests, "prediction": prediction,
-    }

@@ -92,19 +92,26 @@ class ReplayMixture:
     strategies, which decide later slots from the parameters of an early step). inputs: the
     fingerprint's share: strategy, weights' source, r, T, seed; r and scale_steps are added here.
     scale_steps: run ceil(steps (1 + r)) optimizer steps instead of train.steps (`mixed_steps`).
+    protocol: a replay/protocol.py Protocol whose `replay_steps` gives the run's steps instead
+    (then part of the fingerprint when it is not the project's).
     """
 
     def __init__(self, upstream: Sequence[Example], schedule: Any, ratio: float, inputs: dict, label: str = "replay",
-                 scale_steps: bool = False):
+                 scale_steps: bool = False, protocol: Any = None):
         self.upstream = list(upstream)
         self.schedule = schedule
         self.ratio = replay_fraction(ratio)
-        self.scale_steps = bool(scale_steps)
+        self.protocol = protocol
+        self.scale_steps = bool(scale_steps if protocol is None else protocol.scale_steps)
         self.inputs = dict(inputs, ratio=str(self.ratio), scale_steps=self.scale_steps)
+        if protocol is not None and protocol.name != "project":
+            self.inputs["protocol"] = protocol.name
         self.label = label
 
     def total_steps(self, steps: int) -> int:
-        """The run's optimizer steps given train.steps (`mixed_steps`)."""
+        """The run's optimizer steps given train.steps (`mixed_steps`, or the protocol's)."""
+        if self.protocol is not None:
+            return self.protocol.replay_steps(int(steps), self.ratio)
         return mixed_steps(steps, self.ratio, self.scale_steps)
 
     def describe(self) -> str:

@@ -30,13 +30,24 @@ def _steps_sentence(s: dict) -> str:
     """How many optimizer steps the runs had, and what that means for the task examples they saw."""
     batch, replay_steps, train_steps = s["batch_size"], s["replay_steps"], s["train_steps"]
     task_examples = s.get("task_examples_per_run", replay_steps * batch - s["replayed_per_run"])
+    kept = {"last": " Every run kept its last step.", "best": " Every run kept its best validation step."}.get(
+        s.get("result_step"), "")
+    if s.get("protocol") == "final":
+        return (f"Protocol final (the paper's final code): replay runs ran {replay_steps} optimizer steps of {batch} "
+                f"examples, floor(train.steps x (1 + r)), none {train_steps}, so a replay run saw {task_examples} "
+                f"task examples to none's {train_steps * batch}." + kept)
     if replay_steps == train_steps:
-        return (f"Every strategy, none included, ran {train_steps} optimizer steps of {batch} examples: replayed "
-                f"examples took {s['replayed_per_run']} of a replay run's {replay_steps * batch} batch slots, so it "
-                f"saw {task_examples} task examples to none's {train_steps * batch}.")
+        return (f"Protocol project: every strategy, none included, ran {train_steps} optimizer steps of {batch} "
+                f"examples: replayed examples took {s['replayed_per_run']} of a replay run's {replay_steps * batch} "
+                f"batch slots, so it saw {task_examples} task examples to none's {train_steps * batch}." + kept)
     return (f"Replay runs ran {replay_steps} optimizer steps of {batch} examples, none {train_steps} "
             f"(replay.scale_steps: train.steps x (1 + r)), so a replay run saw {task_examples} task examples to "
-            f"none's {train_steps * batch}.")
+            f"none's {train_steps * batch}." + kept)
+
+
+def _heldout(s: dict) -> str:
+    source = s.get("heldout") or "split"
+    return "a seeded split of the upstream examples" if source == "split" else f"from {os.path.basename(source)}"
 
 
 def render_section(results: dict, figure: str) -> str:
@@ -65,10 +76,12 @@ def render_section(results: dict, figure: str) -> str:
         f"examples replayed: one per {float(1 / Fraction(s['ratio'])):g} task examples (r = {s['ratio']}, "
         f"{s['replayed_per_run']} replayed examples per run), drawn without replacement with probability "
         f"softmax(score / T), T = {s['temperature']:g}, from a pool of {s['pool']} upstream examples. Forgetting is "
-        f"the mean NLL increase over the base model on {s['num_heldout']} held-out upstream examples that are "
-        "never replayed. Predicted scores complete each "
+        f"the mean NLL increase over the base model on {s['num_heldout']} held-out examples that are "
+        f"never replayed ({_heldout(s)}). Predicted scores complete each "
         f"task's row from k = {s['k']} observed entries with the matrix's rows (predicted:rep_sim and "
-        "predicted:rep_dot forecast it from the task's representation alone); ground_truth uses the true row. "
+        "predicted:rep_dot forecast it from the task's representation alone); ground_truth uses the true row; "
+        "gt_mir:N takes the most forgotten of each random group of N, ppl_median the examples of median base "
+        "perplexity, grad_prod_neg those whose base-model gradient opposes the task's most. "
         + _steps_sentence(s),
         "",
         markdown_table(["strategy", "mean forgetting", f"{level} CI", "reduction vs none", "optimizer steps"], rows),
@@ -82,6 +95,16 @@ def render_section(results: dict, figure: str) -> str:
         "",
         markdown_table(["task"] + names, per_task),
     ]
+    if results.get("exact_match"):
+        em = results["exact_match"]
+        em_rows = []
+        for name in names:
+            e = em["summary"][name]
+            ci = f"[{_num(e['ci_low'])}, {_num(e['ci_high'])}]" if e["ci_low"] is not None else "n/a"
+            em_rows.append([name, _num(e["mean"], sign=False), ci])
+        parts += ["", "Exact-match drop on the held-out prompts (the share the base model answers right that the "
+                  "run's model answers wrong):", "",
+                  markdown_table(["strategy", "mean drop", f"{level} CI"], em_rows)]
     if results.get("prediction"):
         parts += ["", "How well the completed rows rank the pool's true forgetting (Spearman, mean over tasks):", "",
                   markdown_table(["method", "Spearman"], [[m, _num(v["spearman_mean"], 3, False)]

@@ -80,3 +80,15 @@ class ReplaySchedule:
             while slots.size and self._order.size <= slots.max():
                 self._extend()
             return self._order[slots]
+
+
+class FixedSchedule:
+    """Slot u -> order[u mod len(order)]: a replay order decided in advance (gt_mir's)."""
+
+    def __init__(self, order: Sequence[int]):
+        self.order = np.asarray(order, np.int64)
+        if not self.order.size:
+            raise ValueError("no upstream example can be replayed: the replay order is empty")
+
+    def take(self, slots: np.ndarray) -> np.ndarray:
+        return self.order[np.asarray(slots, np.int64) % self.order.size]

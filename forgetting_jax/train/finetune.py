@@ -228,8 +228,8 @@ def _train(config: Any, plans: list[FinetunePlan], base: BaseModel, mesh: Mesh, 
             run_hooks = [_MixtureHook(mixture, full_params), *hooks]
         eval_rows = validation_rows(data["validation"], settings.eval_rows, settings.row_length,
                                     int(tc.max_segments), int(tc.eval_every))
-        runs.append(driver.Run(f"finetune {plan.task}", plan.run_dir, batches, eval_rows, True, run_hooks,
-                               divergence_hint=_divergence_hint(tc)))
+        runs.append(driver.Run(f"finetune {plan.task}", plan.run_dir, batches, eval_rows, tc.result == "best",
+                               run_hooks, divergence_hint=_divergence_hint(tc)))
     runs += [None] * (num_slots - len(plans))
     if num_slots == 1:
         data = plans[0].examples

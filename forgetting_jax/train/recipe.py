@@ -31,6 +31,8 @@ def runtime_model_config(model: Any, arch: ModelConfig) -> ModelConfig:
 def result_settings(tc: Any) -> dict:
     """The training settings that change a run's result (its fingerprint's share of them)."""
     out = {key: getattr(tc, key) for key in RESULT_SETTINGS}
+    if getattr(tc, "result", "best") != "best":  # runs kept at their best step keep their fingerprints
+        out["result"] = tc.result
     lora = tc.method == "lora"
     out["lr"] = tc.lora.lr if lora else tc.lr
     if lora:

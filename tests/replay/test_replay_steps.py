@@ -1,6 +1,8 @@
-"""Optimizer steps of replay runs: by default every strategy, `none` included, runs train.steps;
-replay.scale_steps=True runs ceil(train.steps (1 + r)); the two settings never share a run
-(they fingerprint differently)."""
+"""Optimizer steps of replay runs. replay.protocol=final (the default, the paper's final code): a
+replay run trains floor(train.steps (1 + r)) steps and every run keeps its last step. protocol=project:
+every strategy, `none` included, runs train.steps; replay.scale_steps=True runs
+ceil(train.steps (1 + r)). Settings that train differently never share a run (they fingerprint
+differently)."""
 
 import math
 import os
@@ -27,8 +29,8 @@ TOKENIZER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.
                              "forgetting_jax", "resources", "demo_tokenizer")
 
 
-def _config(scale_steps: bool | None = None, steps: int = 50, ratio: float = 1 / 8):
-    changes = {"train.steps": steps, "replay.ratio": ratio}
+def _config(scale_steps: bool | None = None, steps: int = 50, ratio: float = 1 / 8, protocol: str = "project"):
+    changes = {"train.steps": steps, "replay.ratio": ratio, "replay.protocol": protocol}
     if scale_steps is not None:
         changes["replay.scale_steps"] = scale_steps
     return as_experiment(micro_config(**changes))
@@ -40,7 +42,7 @@ def _setup(config) -> Setup:
     pool = np.ones(N, bool)
     pool[:5] = False
     up = types.SimpleNamespace(examples=upstream, scoring={"upstream": "upstream-fp"})
-    return Setup(config, up, np.zeros((3, N)), pool, None, {}, None)
+    return Setup(config, up, np.zeros((3, N)), pool, None, None)
 
 
 def _mixture(config, strategy: str = "random"):
@@ -105,8 +107,7 @@ def test_results_and_report_give_the_steps_of_each_strategy(scale_steps):
     tasks = ["divide", "to_hex", "palindrome"]
     forgetting = {"none": dict(zip(tasks, [0.31, 0.22, 0.47])), "random": dict(zip(tasks, [0.27, 0.21, 0.33])),
                   "ground_truth": dict(zip(tasks, [0.19, 0.12, 0.36]))}
-    pool = np.ones(N, bool)
-    results = summarize(config, tasks, chosen, forgetting, np.zeros((3, N)), {}, pool, 10)
+    results = summarize(_setup(config), tasks, chosen, forgetting, np.zeros((3, N)), {})
     replay_steps = 57 if scale_steps else 50
     assert results["steps"] == {"none": 50, "random": replay_steps, "ground_truth": replay_steps}
     s = results["settings"]
@@ -120,7 +121,7 @@ def test_results_and_report_give_the_steps_of_each_strategy(scale_steps):
         assert "Replay runs ran 57 optimizer steps of 8 examples, none 50" in text
         assert "saw 406 task examples to none's 400" in text
     else:
-        assert "Every strategy, none included, ran 50 optimizer steps of 8 examples" in text
+        assert "every strategy, none included, ran 50 optimizer steps of 8 examples" in text
         assert "replayed examples took 44 of a replay run's 400 batch slots, so it saw 356 task examples" in text
 
 
@@ -135,3 +136,30 @@ def test_scale_steps_is_a_typed_config_field():
     plain["replay"]["scale_steps"] = "yes"
     with pytest.raises(ConfigError, match="replay.scale_steps"):
         parse(plain)
+
+
+@pytest.mark.parametrize("steps,ratio,expected", [(50, 1 / 8, 56), (1000, 1 / 32, 1031), (6, 0.25, 7), (7, 0.3, 9)])
+def test_the_final_protocol_runs_floor_steps_times_one_plus_r_and_keeps_the_last_step(steps, ratio, expected):
+    config = _config(steps=steps, ratio=ratio, protocol="final")
+    assert expected == math.floor(steps * (1 + ratio) + 1e-9)  # the final code's int(max_steps * (1 + r))
+    mixture = _mixture(config)
+    assert _run_steps(config, mixture) == expected and mixture.inputs["protocol"] == "final"
+    setup = _setup(config)
+    assert setup.protocol.result == "last" and setup.config.train.result == "best"  # the runs' config is planned:
+    planned = setup.protocol.run_config(config)
+    assert planned.train.result == "last"
+    base = BaseModel(types.SimpleNamespace(vocab_size=4096), "base-fp", "", "", "", TOKENIZER_DIR, {})
+    final = plan_finetune(planned, "/tmp/unused", "divide", base)
+    project = plan_finetune(config, "/tmp/unused", "divide", base)
+    assert final.inputs["train"]["result"] == "last" and "result" not in project.inputs["train"]
+    assert final.fingerprint != project.fingerprint  # a last-step run never reuses a best-step run
+
+
+def test_the_protocols_hold_out_their_sizes():
+    from forgetting_jax.replay.protocol import protocol
+
+    final, project = (protocol(_config(protocol=p)) for p in ("final", "project"))
+    assert final.num_heldout(0, 141_871) == 10_000 and project.num_heldout(0, 141_871) == 1_000
+    assert final.num_heldout(0, 2_000) == 1_000 == project.num_heldout(0, 2_000)  # at most half
+    assert final.num_heldout(15, 50) == 15  # replay.num_heldout > 0 wins
+    assert protocol(_config(protocol="final", scale_steps=False)).replay_steps(50, Fraction(1, 8)) == 56

@@ -49,7 +49,7 @@ def _setup(config) -> Setup:
     rng = np.random.default_rng(0)
     upstream = [Example(f"u{i}", "u", rng.integers(1, 100, 6).astype(np.int32), np.arange(6) > 0) for i in range(n)]
     up = types.SimpleNamespace(examples=upstream, scoring={"upstream": "upstream-fp"})
-    return Setup(config, up, np.zeros((3, n)), np.asarray(POOL), None, {}, None)
+    return Setup(config, up, np.zeros((3, n)), np.asarray(POOL), None, None)
 
 
 def _schedule(strategy: str, config):
