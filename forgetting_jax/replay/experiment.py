@@ -91,6 +91,9 @@ def _check(config: Experiment, test_tasks: Sequence[str]) -> None:
     if inside:
         raise ValueError(f"replay test task(s) {', '.join(inside)} are rows of the matrix (data.tasks), which "
                          "train the prediction; choose tasks outside it")
+    path = str(config.replay.heldout_file)
+    if path and not os.path.isfile(path):
+        raise ValueError(f"replay.heldout_file {path!r}: no such file")
     if int(config.matrix.max_length) > int(config.train.row_length):
         raise ValueError(f"matrix.max_length {config.matrix.max_length} > train.row_length "
                          f"{config.train.row_length}: replayed upstream examples would not fit a row")

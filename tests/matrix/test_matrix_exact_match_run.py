@@ -126,3 +126,34 @@ def test_base_correct_columns_cut_every_upstream_array(exact, monkeypatch, caplo
     np.testing.assert_array_equal(data["Z"], (~full["correct_after"][:, kept]).astype(np.float32))
     with open(summary.report_path) as f:
         assert "columns are those 6 examples only" in f.read()
+
+
+def test_replay_measures_the_exact_match_drop_on_the_heldout_prompts(exact, monkeypatch):
+    """`replay` on the exact-match workspace: every run also answers the held-out prompts, and
+    results.json holds each strategy's drop (the base made right on every prompt, so the drop is the
+    share of held-out prompts the run's model answers wrong)."""
+    import forgetting_jax.matrix.answers as answers
+    from forgetting_jax.replay.experiment import run_replay
+
+    workdir, _ = exact
+    read = answers.AnswerStore.read
+
+    def base_right(self, task, fp, n):
+        correct = read(self, task, fp, n)
+        return np.ones(n, bool) if task == answers.BASE and correct is not None else correct
+
+    monkeypatch.setattr(answers.AnswerStore, "read", base_right)
+    config = micro_experiment(**dict(EXACT, **{"replay.strategies": ("none", "random"),
+                                               "replay.test_tasks": ("divide",)}))
+    results = run_replay(config, workdir)
+    drop = results["exact_match"]["drop"]
+    for strategy in ("none", "random"):
+        value = drop[strategy]["divide"]
+        assert 0.0 <= value <= 1.0
+        assert results["exact_match"]["summary"][strategy]["mean"] == pytest.approx(value)
+    [path] = glob.glob(os.path.join(workdir, "replay", "heldout", "answers", "divide.random", "*.npz"))
+    stored = np.load(path)
+    assert stored["correct"].shape == (15,)  # the held-out prompts only
+    assert drop["random"]["divide"] == pytest.approx(float((~stored["correct"]).mean()))
+    with open(os.path.join(workdir, "replay", "table.md")) as f:
+        assert "Exact-match drop on the held-out prompts" in f.read()

@@ -18,12 +18,14 @@ from micro_demo import micro_experiment
 
 pytestmark = pytest.mark.slow
 
-STRATEGIES = ("none", "random", "predicted:additive", "predicted:rep_dot", "ground_truth", "online:additive")
+STRATEGIES = ("none", "random", "predicted:additive", "predicted:rep_dot", "ground_truth", "online:additive",
+              "gt_mir:4", "ppl_median", "grad_prod_neg")
 
 
 def micro_config():
-    """The micro demo (ratio 1/4, k = 5, 15 held-out examples) with every kind of strategy."""
-    return micro_experiment(**{"replay.strategies": STRATEGIES})
+    """The micro demo (ratio 1/4, k = 5, 15 held-out examples) with every kind of strategy, under
+    the default protocol (final: floor(6 x 5 / 4) = 7 steps per replay run, last steps kept)."""
+    return micro_experiment(**{"replay.strategies": STRATEGIES, "replay.gradient_dim": 128})
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +58,11 @@ def test_every_strategy_runs_and_the_results_are_reported(finished):
     compared = {(t["strategy"], t["reference"]) for t in results["tests"]}
     assert {("predicted:additive", "random"), ("predicted:additive", "none"), ("random", "none")} <= compared
     settings = results["settings"]
-    # train.steps = 6 for every strategy (scale_steps off): 48 slots, one in 5 replayed at r = 1/4
-    assert settings["replay_steps"] == settings["train_steps"] == 6 and settings["scale_steps"] is False
-    assert settings["replayed_per_run"] == 9 and settings["pool"] == 35
-    assert results["steps"] == {name: 6 for name in STRATEGIES}
+    # final protocol: replay runs train floor(6 x (1 + 1/4)) = 7 steps: 56 slots, one in 5 replayed at r = 1/4
+    assert settings["protocol"] == "final" and settings["result_step"] == "last"
+    assert settings["replay_steps"] == 7 and settings["train_steps"] == 6
+    assert settings["replayed_per_run"] == 11 and settings["pool"] == 35
+    assert results["steps"] == {name: 6 if name == "none" else 7 for name in STRATEGIES}
     for task in TEST_TASKS:  # represented like the matrix's rows, for predicted:rep_dot
         assert len(glob.glob(os.path.join(workdir, "matrix", "representations", "tasks", task, "*.npz"))) == 1
     with open(os.path.join(workdir, "replay", "results.json")) as f:
@@ -92,15 +95,17 @@ def test_replay_runs_are_fingerprinted_runs_and_never_replay_the_heldout_set(fin
     assert os.path.isfile(os.path.join(runs["online:additive"], "replay_probe.npz"))
     with open(os.path.join(runs["random"], "fingerprint.json")) as f:
         record = json.load(f)
-    assert record["steps"] == 6 and record["inputs"]["mixture"]["ratio"] == "1/4"
-    assert record["inputs"]["mixture"]["scale_steps"] is False
-    for d in runs.values():  # every strategy, none included, trained train.steps optimizer steps
+    assert record["steps"] == 7 and record["inputs"]["mixture"]["ratio"] == "1/4"
+    assert record["inputs"]["mixture"]["protocol"] == "final"
+    for name, d in runs.items():  # none trained train.steps, replay runs floor(train.steps (1 + r)), all kept the last
         with open(os.path.join(d, "fingerprint.json")) as f:
-            assert json.load(f)["steps"] == 6
+            done = json.load(f)
+        assert done["steps"] == (6 if name == "none" else 7)
+        assert done["inputs"]["train"]["result"] == "last"
 
     base_nll = np.load(os.path.join(workdir, "matrix", "forgetting.npz"))["base_nll"]
     heldout, pool = split_upstream(base_nll, 15, 0)
-    assert len(replayed) == 2 * 5 * 9  # 2 tasks x 5 replay strategies x 9 slots
+    assert len(replayed) == 2 * 8 * 11  # 2 tasks x 8 replay strategies x 11 slots
     assert not set(replayed) & set(heldout.tolist()) and pool[replayed].all()
 
 
