@@ -10,9 +10,12 @@ step, warm-up then linear decay, loss on responses, best step by validation loss
 what a tiny model on a CPU cannot afford (50 steps; a learning rate suited to a small model).
 
 Replay (`forgetting-jax replay --config=configs/demo.py --workdir=W`, after or instead of `run`):
-6 tasks of the suite that are not rows of the matrix, fine-tuned with replay; 500 of the 2,000
-upstream examples held out to measure forgetting. r = 1/8 rather than the paper's 1/32 for base
-models: a 50-step run would replay only 12 examples at 1/32 (44 at 1/8).
+6 tasks of the suite that are not rows of the matrix, fine-tuned with replay as the paper's final
+code runs it (replay.protocol=final: 56 steps per replay run, every run keeping its last step);
+500 of the 2,000 upstream examples held out to measure forgetting. r = 1/8 rather than the
+paper's 1/32 for base models: a replay run would replay only 12 examples at 1/32 (49 at 1/8).
+Strategies: the predicted ones, the oracle, and the final code's baselines (random, gt_mir with
+its 30 candidates, ppl_median, grad_prod_neg).
 """
 
 from forgetting_jax.experiment import DEMO_TASKS, default_config
@@ -31,6 +34,7 @@ def get_config():
     config.matrix.update(dict(max_length=128))  # the default upstream: 2,000 chunks of the bundled corpus
     config.replay.update(dict(
         test_tasks=("divide", "palindrome", "to_hex", "time_24h", "element_symbol", "definition_family"),
-        strategies=("none", "random", "predicted:additive", "predicted:knn", "ground_truth", "online:additive"),
+        strategies=("none", "random", "predicted:additive", "predicted:knn", "ground_truth", "online:additive",
+                    "gt_mir:30", "ppl_median", "grad_prod_neg"),
         ratio=1 / 8, num_heldout=500))
     return config

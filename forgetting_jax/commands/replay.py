@@ -1,7 +1,14 @@
 """`forgetting-jax replay`: fine-tune new tasks with upstream examples replayed by strategy (none,
-random, predicted, ground truth, online, top-k) and compare the forgetting they prevent.
+random, predicted, ground truth, online, top-k, and the final code's baselines gt_mir:N,
+ppl_median, grad_prod_neg) and compare the forgetting they prevent.
 
   forgetting-jax replay --config=configs/demo.py --workdir=W [--strategies=none,random] [--tasks=a,b]
+  forgetting-jax replay --config=configs/demo.py --workdir=W \
+      --strategies=none,random,gt_mir:4,ppl_median,grad_prod_neg,predicted:knn
+
+By default the runs follow the paper's final code (replay.protocol=final: replay runs train
+floor(train.steps (1 + r)) steps, every run keeps its last step, 10,000 upstream examples or at most
+half held out); --config.replay.protocol=project gives the equal-steps variant.
 
 Needs the forgetting matrix of config.data.tasks (`forgetting-jax run`); builds or reuses it first.
 Writes the experiment's replay/results.json, replay/table.md, replay/replay.png and a section of
@@ -16,7 +23,9 @@ from forgetting_jax.commands.common import define_experiment_flags, run_experime
 
 define_experiment_flags()
 FLAGS = flags.FLAGS
-_STRATEGIES = flags.DEFINE_list("strategies", [], "Strategies to run (default: config.replay.strategies).")
+_STRATEGIES = flags.DEFINE_list("strategies", [], "Strategies to run (default: config.replay.strategies): none, "
+                                "random, predicted:METHOD, ground_truth, online:METHOD, gt_mir:N, ppl_median, "
+                                "grad_prod_neg, top:STRATEGY.")
 _TASKS = flags.DEFINE_list("tasks", [], "Test tasks to run (default: config.replay.test_tasks).")
 
 
@@ -32,12 +41,18 @@ def main(argv):
 def _print(results: dict, workdir: str) -> None:
     import os
 
-    lines = ["", f"replay: {len(results['tasks'])} test tasks x {len(results['strategies'])} strategies in "
-             f"{results['seconds']:.0f}s; held-out forgetting (mean NLL increase, lower is better):"]
+    lines = ["", f"replay ({results['settings']['protocol']} protocol): {len(results['tasks'])} test tasks x "
+             f"{len(results['strategies'])} strategies in {results['seconds']:.0f}s; held-out forgetting (mean NLL "
+             "increase, lower is better):"]
     for name in results["strategies"]:
         e = results["summary"][name]
         ci = "" if e["ci_low"] is None else f"  CI [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]"
         lines.append(f"  {name:<28} {e['mean']:+.4f}{ci}")
+    if results.get("exact_match"):
+        lines.append("  exact-match drop on the held-out prompts (lower is better):")
+        for name in results["strategies"]:
+            e = results["exact_match"]["summary"][name]
+            lines.append(f"  {name:<28} {'n/a' if e['mean'] is None else format(e['mean'], '.4f')}")
     for t in results["tests"]:
         p_t = "n/a" if t["t_p"] is None else f"{t['t_p']:.3g}"
         p_w = "n/a" if t["wilcoxon_p"] is None else f"{t['wilcoxon_p']:.3g}"

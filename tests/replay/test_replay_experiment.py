@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from forgetting_jax.replay import mixture as mixture_lib
-from forgetting_jax.replay.experiment import run_replay, split_upstream
+from forgetting_jax.replay.experiment import run_replay
+from forgetting_jax.replay.heldout import split_upstream
 from micro_demo import REPLAY_TEST_TASKS as TEST_TASKS
 from micro_demo import copy_workspace
 from micro_demo import micro_experiment
