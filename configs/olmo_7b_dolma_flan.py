@@ -21,12 +21,15 @@ def get_config(split="flan_id"):
     config.model.update(dict(remat_policy="dots_no_batch"))
     config.mesh.update(dict(data=1, fsdp=-1))
     config.data.update(dict(source="files", train_path="data/flan/{task}.jsonl", max_validation=100))
-    config.train.update(dict(export_dtype="bfloat16"))
+    config.train.update(dict(export_dtype="bfloat16", result="last"))
     config.matrix.update(dict(
         upstream="lm", upstream_path="data/dolma_sample.jsonl", num_upstream=0, dtype="bfloat16"))
     tasks, train_tasks, test_tasks = paper_tasks.split(split)
     config.data.tasks = tasks
     config.predict.update(dict(train_tasks=train_tasks, test_tasks=test_tasks))
-    # replay: the default ratio 1/32 (the paper's for base models); set replay.test_tasks: FLAN tasks
-    # outside data.tasks
+    # replay as the paper's final code runs it (configs/llm/replay_ocl/*.yaml there; replay.protocol=final):
+    # r = 1/32, T = 0.1, 10,000 Dolma examples held out, the completion strategies beside its baselines;
+    # set replay.test_tasks: FLAN tasks outside data.tasks
+    config.replay.update(dict(strategies=("none", "random", "predicted:additive", "predicted:knn", "predicted:als",
+                                          "ground_truth", "gt_mir:30", "ppl_median", "grad_prod_neg")))
     return config

@@ -230,9 +230,10 @@ DEMO_TRAIN = {"method": "full", "steps": 50, "warmup_steps": 5, "batch_size": 8,
               "eps": 1e-08, "seed": 0, "eval_every": 10, "export_dtype": "", "lr": 0.0003}
 OLMO_7B_TRAIN = {"method": "full", "steps": 1000, "warmup_steps": 10, "batch_size": 8, "batching": "examples",
                  "row_length": 1024, "max_segments": 64, "grad_clip": 1.0, "weight_decay": 0.0, "b1": 0.9,
-                 "b2": 0.999, "eps": 1e-08, "seed": 0, "eval_every": 100, "export_dtype": "bfloat16", "lr": 2e-06}
-FINGERPRINTS = {("demo", "full"): "8406dfcf72904056", ("olmo_7b_dolma_flan", "full"): "5f3c545dc84d0f43",
-                ("demo", "lora"): "53039b6ecbab21c6", ("olmo_7b_dolma_flan", "lora"): "e3cc9528dce0fdff"}
+                 "b2": 0.999, "eps": 1e-08, "seed": 0, "eval_every": 100, "export_dtype": "bfloat16", "result": "last",
+                 "lr": 2e-06}  # result: the final code's last-step model (train.result=best adds no key)
+FINGERPRINTS = {("demo", "full"): "8406dfcf72904056", ("olmo_7b_dolma_flan", "full"): "ee1319335cb85319",
+                ("demo", "lora"): "53039b6ecbab21c6", ("olmo_7b_dolma_flan", "lora"): "62c3aa0cc433cc2e"}
 
 
 @pytest.mark.parametrize("name,expected", [("demo", DEMO_TRAIN), ("olmo_7b_dolma_flan", OLMO_7B_TRAIN)])
