@@ -34,8 +34,11 @@ HF_SHRINK = {
     "data.max_length": "64", "matrix.max_length": "64", "matrix.num_upstream": "16", "matrix.dtype": "float32",
     "train.export_dtype": "float32",
 }
-HF_CONFIGS = ("olmo_1b_dolma_flan", "olmo_7b_dolma_flan", "olmo_7b_instruct_tulu", "pythia_1b_pile",
-              "single_gpu_debug", "smollm2_instruct", "smollm2_instruct_exact_match")
+# The configs of the paper's 66 FLAN tasks (data.tasks shrunk to the FLAN fixture's).
+FLAN_CONFIGS = ("olmo_1b_dolma_flan", "olmo_7b_dolma_flan", "olmo2_7b_olmo2mix_flan", "olmo2_13b_olmo2mix_flan",
+                "pythia_6_9b_pile", "pythia_12b_pile", "mpt_7b_redpajama_flan")
+HF_CONFIGS = FLAN_CONFIGS + ("olmo_7b_instruct_tulu", "pythia_1b_pile", "single_gpu_debug", "smollm2_instruct",
+                             "smollm2_instruct_exact_match")
 TASK_OF_CONFIG = {"olmo_7b_instruct_tulu": "open_qa"}  # the rest: FLAN fixtures' task; demo: add
 
 # Lines that cannot run on this machine: prefix of the documented line -> why only a dry check.
@@ -174,7 +177,7 @@ def _with_shrink(argv, flan_tasks):
     name = _config_name(argv)
     shrink = {"demo": DEMO_SHRINK, "demo_exact_match": DEMO_EXACT_SHRINK}.get(name, HF_SHRINK if name in HF_CONFIGS
                                                                               else {})
-    if name in ("olmo_1b_dolma_flan", "olmo_7b_dolma_flan"):  # the paper's 66 FLAN tasks -> the fixture's
+    if name in FLAN_CONFIGS:  # the paper's 66 FLAN tasks -> the fixture's
         shrink = dict(shrink, **{"data.tasks": flan_tasks})
     if name == "single_gpu_debug":
         shrink = dict(shrink, **{"data.tasks": "add", "matrix.num_upstream": "16"})

@@ -20,6 +20,8 @@ FAMILY_CONFIGS = {
     "olmo2": (transformers.Olmo2Config, dict(num_key_value_heads=2, pad_token_id=1, eos_token_id=2)),
     "gpt_neox": (transformers.GPTNeoXConfig, dict(rotary_pct=0.25, use_parallel_residual=True)),
     "gpt_neox_serial": (transformers.GPTNeoXConfig, dict(rotary_pct=0.5, use_parallel_residual=False)),
+    # MPT: ALiBi, tied embeddings; its MLP is 4 x hidden whatever intermediate_size says
+    "mpt": (transformers.MptConfig, dict(max_seq_len=512)),
 }
 
 

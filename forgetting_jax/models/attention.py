@@ -8,8 +8,10 @@
          sequence, given by its start offset and length, so the mask is exact and never
          materialised. Padding (segment 0, at the end of a row) is a run of its own, which is
          exactly what the XLA mask does (padding attends only to padding). A sliding window is a
-         mask this layout cannot take: such models use XLA.
-  auto   cudnn where it applies (a GPU backend, a supported dtype and head dim, no sliding window)
+         mask this layout cannot take: such models use XLA. Nor can it add ALiBi biases (MPT):
+         cudnn is refused for those, by name.
+  auto   cudnn where it applies (a GPU backend, a supported dtype and head dim, no sliding window,
+         no ALiBi)
          and a one-off probe on this device agrees with XLA (forward and gradients on a small
          packed batch); xla otherwise. On CPU and TPU, auto is xla. The environment variable
          FJ_ATTENTION=xla|cudnn overrides auto everywhere in a process (scoring included).
@@ -30,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from forgetting_jax.models.config import ATTENTION_IMPLS as IMPLEMENTATIONS
+from forgetting_jax.models import alibi
+from forgetting_jax.models.config import ATTENTION_IMPLS as IMPLEMENTATIONS, ConfigError
 
 log = logging.getLogger("forgetting_jax.models")
 
@@ -103,6 +106,11 @@ def resolve(config: Any) -> str:
         impl = os.environ.get("FJ_ATTENTION", "auto")
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"attention_impl {impl!r} is not one of {IMPLEMENTATIONS}")
+    if getattr(config, "alibi", False):
+        if impl == "cudnn":
+            raise ConfigError(f"attention_impl=cudnn (or FJ_ATTENTION=cudnn) cannot run the {config.family} family: "
+                              "cuDNN's packed layout takes no ALiBi bias; use xla or auto")
+        return "xla"
     if impl == "xla" or config.sliding_window is not None:
         return "xla"
     reason = cudnn_unsupported(config)
@@ -192,9 +200,13 @@ def cudnn_packed(q_BxLxNxH: Array, k_BxLxKxH: Array, v_BxLxKxH: Array, lengths_B
 
 
 def attention_inputs(config: Any, segment_ids_BxL: Array, positions_BxL: Array) -> dict:
-    """What every layer's attention needs, computed once per call of the decoder."""
+    """What every layer's attention needs, computed once per call of the decoder: the XLA mask
+    (and the ALiBi inputs of `alibi.bias`, for config.alibi), or cuDNN's segment runs."""
     if resolve(config) == "xla":
-        return {"mask": attention_mask(segment_ids_BxL, positions_BxL, config.sliding_window)}
+        inputs = {"mask": attention_mask(segment_ids_BxL, positions_BxL, config.sliding_window)}
+        if getattr(config, "alibi", False):
+            inputs["alibi"] = alibi.inputs(config.num_heads, config.alibi_bias_max, positions_BxL)
+        return inputs
     L = segment_ids_BxL.shape[1]
     max_runs = min(L, MAX_RUNS)
     lengths, starts, num_runs = segment_runs(segment_ids_BxL, max_runs)
@@ -208,7 +220,9 @@ def attention_inputs(config: Any, segment_ids_BxL: Array, positions_BxL: Array) 
 def attend(q_BxLxNxH: Array, k_BxLxKxH: Array, v_BxLxKxH: Array, inputs: dict, scale: float) -> Array:
     """Grouped-query attention [B, L, N, H] with the kernel `attention_inputs` chose."""
     if "mask" in inputs:
-        return jax.nn.dot_product_attention(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, mask=inputs["mask"], scale=scale)
+        bias_BxNxLxL = alibi.bias(inputs["alibi"]) if "alibi" in inputs else None
+        return jax.nn.dot_product_attention(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, bias=bias_BxNxLxL, mask=inputs["mask"],
+                                            scale=scale)
 
     def cudnn():
         return cudnn_packed(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, inputs["lengths"], inputs["starts"], scale)

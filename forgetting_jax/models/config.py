@@ -7,6 +7,9 @@ Families and what they switch on:
   olmo2                  RMSNorm after attention and after the MLP (on the branch output), RMSNorm on
                          the full q and k projections.
   gpt_neox               LayerNorm with bias, parallel residual, fused QKV, partial rotary, GELU MLP.
+  mpt                    LayerNorm with weight only, no biases, fused QKV, ALiBi biases instead of
+                         rotary (models/alibi.py), GELU MLP, tied embeddings; config.json read by
+                         models/mpt.py, which refuses what the decoder does not compute.
 """
 
 import dataclasses
@@ -18,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from forgetting_jax.experiment.choices import ATTENTION_IMPLS, DTYPES, FAMILIES, ConfigError  # noqa: F401 (exported)
+from forgetting_jax.models import mpt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +71,14 @@ class ModelConfig:
             raise ConfigError(f"attention_impl {self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
         if self.rotary_dim is not None and (self.rotary_dim % 2 or self.rotary_dim > self.head_dim):
             raise ConfigError(f"rotary_dim {self.rotary_dim} must be even and at most {self.head_dim}")
+        if self.family == "mpt":
+            mpt.check_model_config(self)
 
     # Derived switches -------------------------------------------------------------------------
     @property
     def norm_kind(self) -> str:
-        return {"olmo": "layernorm_nonparam", "gpt_neox": "layernorm"}.get(self.family, "rmsnorm")
+        return {"olmo": "layernorm_nonparam", "gpt_neox": "layernorm", "mpt": "layernorm_scale"}.get(
+            self.family, "rmsnorm")
 
     @property
     def post_norm(self) -> bool:
@@ -88,11 +95,20 @@ class ModelConfig:
 
     @property
     def gated_mlp(self) -> bool:
-        return self.family != "gpt_neox"
+        return self.family not in ("gpt_neox", "mpt")
 
     @property
     def activation(self) -> str:
-        return "gelu" if self.family == "gpt_neox" else "silu"
+        return "silu" if self.gated_mlp else "gelu"
+
+    @property
+    def alibi(self) -> bool:
+        """ALiBi biases on the attention logits (models/alibi.py) instead of rotary embeddings."""
+        return self.family == "mpt"
+
+    @property
+    def alibi_bias_max(self) -> float:
+        return dict(self.family_flags).get("alibi_bias_max", mpt.ALIBI_BIAS_MAX)
 
     @property
     def rope_dim(self) -> int:
@@ -153,6 +169,10 @@ def from_hf_dict(hf: dict, param_dtype: str = "float32", dtype: str = "float32",
     family = hf.get("model_type")
     if family not in FAMILIES:
         raise ConfigError(f"model_type {family!r} is not supported; supported: {', '.join(FAMILIES)}")
+    if family == "mpt":
+        fields = mpt.model_config_fields(hf)
+        config = ModelConfig(**fields, param_dtype=param_dtype, dtype=dtype)
+        return config.replace(**overrides) if overrides else config
     try:
         d, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
         head_dim = int(hf.get("head_dim") or d // heads)

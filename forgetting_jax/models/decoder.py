@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from forgetting_jax.models import alibi
 from forgetting_jax.models.config import ModelConfig
 from forgetting_jax.models.attention import attention_inputs
 from forgetting_jax.models.layers import Attention, Mlp, dtype_of, make_norm, partitioned_param, rotary_tables
@@ -70,7 +71,8 @@ class Decoder(nn.Module):
         dtype, "index": int32 scalar, the slot of the first of these L tokens, "pad": int32 [B],
         the left padding of each row}. Slot s of row b holds the token at position s - pad[b]
         (slots before pad[b] are padding); positions_BxL and segment_ids_BxL are then ignored.
-        Each token attends to the valid slots up to its own (and within the sliding window).
+        Each token attends to the valid slots up to its own (and within the sliding window); ALiBi
+        distances (config.alibi) are between these positions.
         """
         c = self.config
         if cache is not None:
@@ -139,6 +141,9 @@ class Decoder(nn.Module):
             new_BxLxL = new_BxLxL & ((positions_BxL[:, :, None] - positions_BxL[:, None, :]) < c.sliding_window)
         new_BxLxL = new_BxLxL | (new_L[:, None] == new_L[None, :])[None]
         attn_inputs = {"cache": cache_BxLxS, "new": new_BxLxL}
+        if c.alibi:
+            attn_inputs["alibi"] = alibi.cached_inputs(c.num_heads, c.alibi_bias_max, positions_BxL,
+                                                       slots_S[None, :] - pad_B[:, None])
         layers = nn.scan(
             DecoderLayer,
             variable_axes={"params": 0},

@@ -15,6 +15,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from forgetting_jax.models import mpt
 from forgetting_jax.models.config import ConfigError, ModelConfig, load_hf_config
 from forgetting_jax.models.decoder import param_shapes
 from forgetting_jax.models.safetensors_io import SafetensorsFile, save_file
@@ -50,8 +51,21 @@ class Entry:
 
 
 def layout(config: ModelConfig) -> list[Entry]:
-    """Every parameter of `config`'s tree with its HF counterpart (GPT-NeoX's fused q/k/v aside)."""
+    """Every parameter of `config`'s tree with its HF counterpart (GPT-NeoX's and MPT's fused q/k/v
+    aside: `_fused_qkv_to_ours`, `_fused_qkv_to_hf`)."""
     E = Entry
+    if config.family == "mpt":
+        top, layer = "transformer.", "transformer.blocks.{i}."
+        entries = [E(("embedding",), top + "wte.weight", "same"),
+                   E(("final_norm", "scale"), top + "norm_f.weight", "same"),
+                   E(("layers", "attn_norm", "scale"), layer + "norm_1.weight", "same"),
+                   E(("layers", "mlp_norm", "scale"), layer + "norm_2.weight", "same")]
+        for ours, theirs in ((("attn", "o"), "attn.out_proj"), (("mlp", "up"), "ffn.up_proj"),
+                             (("mlp", "down"), "ffn.down_proj")):
+            entries.append(E(("layers",) + ours + ("kernel",), layer + theirs + ".weight", "linear"))
+        if not config.tie_embeddings:
+            entries.append(E(("lm_head",), "lm_head.weight", "transpose"))
+        return entries
     if config.family == "gpt_neox":
         top, layer = "gpt_neox.", "gpt_neox.layers.{i}."
         entries = [E(("embedding",), top + "embed_in.weight", "same"),
@@ -209,6 +223,12 @@ def params_from_tensors(config: ModelConfig, get: Callable[[str], np.ndarray], n
         for j, part in enumerate("qkv"):
             _set(params, ("layers", "attn", part, "kernel"), w[:, :, j].transpose(0, 3, 1, 2).astype(dtype))
             _set(params, ("layers", "attn", part, "bias"), b[:, :, j].astype(dtype))
+    if config.family == "mpt":  # Wqkv [3 D, D]: q, k, v stacked, each [N H, D]
+        N, H, D = config.num_heads, config.head_dim, config.hidden_size
+        name = "transformer.blocks.{i}.attn.Wqkv.weight"
+        w_Lx3xNxHxD = np.stack([converted("reshape", name.format(i=i), (3, N, H, D)) for i in range(L)])
+        for j, part in enumerate("qkv"):
+            _set(params, ("layers", "attn", part, "kernel"), w_Lx3xNxHxD[:, j].transpose(0, 3, 1, 2).astype(dtype))
     return params
 
 
@@ -234,6 +254,12 @@ def params_to_tensors(config: ModelConfig, params: dict, dtype: str | None = Non
             name = f"gpt_neox.layers.{i}.attention.query_key_value"
             tensors[name + ".weight"] = w.reshape(N * 3 * H, D)
             tensors[name + ".bias"] = b.reshape(-1)
+    if config.family == "mpt":
+        N, H, D = config.num_heads, config.head_dim, config.hidden_size
+        attn = host["layers"]["attn"]
+        for i in range(config.num_layers):
+            w_3xNxHxD = np.stack([attn[p]["kernel"][i].transpose(1, 2, 0) for p in "qkv"])
+            tensors[f"transformer.blocks.{i}.attn.Wqkv.weight"] = w_3xNxHxD.reshape(3 * N * H, D)
     return {k: np.ascontiguousarray(v.astype(out_dtype)) for k, v in tensors.items()}
 
 
@@ -258,6 +284,8 @@ def load_hf_model(model_dir: str, param_dtype: str = "float32", dtype: str = "fl
 
 def to_hf_config_dict(config: ModelConfig, base: dict | None = None, dtype: str | None = None) -> dict:
     """A config.json dict for `config`; fields of `base` (an imported config.json) are kept."""
+    if config.family == "mpt":
+        return mpt.hf_config_dict(config, base, dtype)
     hf = dict(base or {})
     family = config.family
     arch = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",

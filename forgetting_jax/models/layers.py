@@ -1,4 +1,4 @@
-"""Building blocks of the decoder: norms, rotary embeddings, attention, MLP.
+"""Building blocks of the decoder: norms, rotary embeddings, attention, MLP (ALiBi: models/alibi.py).
 
 Shapes: B batch, L length, D model width, N query heads, K key/value heads, H head dim, F MLP width.
 Every parameter is created with logical axis names (embed, heads, kv_heads, head_dim, mlp, vocab;
@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from forgetting_jax.models import alibi
 from forgetting_jax.models.attention import attend
 from forgetting_jax.models.config import ModelConfig
 
@@ -30,7 +31,8 @@ def partitioned_param(module: nn.Module, name: str, shape: tuple, axes: tuple, i
 
 
 class Norm(nn.Module):
-    """RMSNorm, LayerNorm with weight and bias, or OLMo's LayerNorm without either; fp32 inside.
+    """RMSNorm, LayerNorm with weight and bias (layernorm), with a weight only (layernorm_scale: MPT)
+    or without either (layernorm_nonparam: OLMo); fp32 inside.
 
     Normalises over the trailing `len(features)` axes (OLMo-2's q/k norm spans every head).
     """
@@ -53,10 +55,12 @@ class Norm(nn.Module):
         mean = jnp.mean(x32, axis=reduce, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=reduce, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + eps)
-        if self.kind == "layernorm":
+        if self.kind in ("layernorm", "layernorm_scale"):
             scale = partitioned_param(self, "scale", self.features, self.axes, nn.initializers.ones, self.config)
+            y = y * _lead(scale.astype(jnp.float32), y.ndim)
+        if self.kind == "layernorm":
             bias = partitioned_param(self, "bias", self.features, self.axes, nn.initializers.zeros, self.config)
-            y = y * _lead(scale.astype(jnp.float32), y.ndim) + _lead(bias.astype(jnp.float32), y.ndim)
+            y = y + _lead(bias.astype(jnp.float32), y.ndim)
         return y.astype(dtype)
 
 
@@ -119,12 +123,17 @@ def cached_attention(q_BxLxNxH: Array, k_BxLxKxH: Array, v_BxLxKxH: Array, k_BxS
                      masks: dict, scale: float) -> Array:
     """Grouped-query attention of L new tokens over the S cached slots and over themselves, in fp32:
     one softmax over both key sets (masks["cache"] [B, L, S], masks["new"] [B, L, L]), so that the
-    cache is only read (the caller writes the new keys and values into it once per step)."""
+    cache is only read (the caller writes the new keys and values into it once per step). With
+    masks["alibi"] (`alibi.cached_inputs`), the ALiBi biases are added to the logits."""
     B, L, N, H = q_BxLxNxH.shape
     K = k_BxLxKxH.shape[2]
     q = q_BxLxNxH.reshape(B, L, K, N // K, H).astype(jnp.float32) * scale
     old_BxKxGxLxS = jnp.einsum("blkgh,bskh->bkgls", q, k_BxSxKxH.astype(jnp.float32))
     new_BxKxGxLxL = jnp.einsum("blkgh,bmkh->bkglm", q, k_BxLxKxH.astype(jnp.float32))
+    if "alibi" in masks:
+        slopes_N = masks["alibi"]["slopes"]
+        old_BxKxGxLxS = old_BxKxGxLxS + alibi.grouped(slopes_N, masks["alibi"]["cache"], K)
+        new_BxKxGxLxL = new_BxKxGxLxL + alibi.grouped(slopes_N, masks["alibi"]["new"], K)
     neg = jnp.finfo(jnp.float32).min
     old_BxKxGxLxS = jnp.where(masks["cache"][:, None, None], old_BxKxGxLxS, neg)
     new_BxKxGxLxL = jnp.where(masks["new"][:, None, None], new_BxKxGxLxL, neg)
@@ -137,8 +146,9 @@ def cached_attention(q_BxLxNxH: Array, k_BxLxKxH: Array, v_BxLxKxH: Array, k_BxS
 
 
 class Attention(nn.Module):
-    """Grouped-query self-attention with rotary embeddings and exact segment masks; the kernel
-    (XLA or cuDNN) is `config.attention_impl`, resolved by `models.attention`."""
+    """Grouped-query self-attention with rotary embeddings (or ALiBi biases: config.alibi, the
+    rotary tables then unused) and exact segment masks; the kernel (XLA or cuDNN) is
+    `config.attention_impl`, resolved by `models.attention`."""
 
     config: ModelConfig
 
@@ -158,8 +168,9 @@ class Attention(nn.Module):
             k = Norm(c, (K, H), ("kv_heads", "head_dim"), "rmsnorm", name="k_norm")(k)
         if c.clip_qkv is not None:
             q, k, v = (jnp.clip(t, -c.clip_qkv, c.clip_qkv) for t in (q, k, v))
-        q = apply_rotary(q, *cos_sin)
-        k = apply_rotary(k, *cos_sin)
+        if not c.alibi:
+            q = apply_rotary(q, *cos_sin)
+            k = apply_rotary(k, *cos_sin)
         q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", None))
         if kv_cache is not None:
             out_BxLxNxH = cached_attention(q, k, v, kv_cache["k"], kv_cache["v"], attn_inputs, H ** -0.5)
@@ -171,7 +182,7 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Gated SiLU MLP (down(silu(gate x) * up x)) or GELU MLP (GPT-NeoX)."""
+    """Gated SiLU MLP (down(silu(gate x) * up x)) or GELU MLP (GPT-NeoX, MPT: down(gelu(up x)), exact GELU)."""
 
     config: ModelConfig
 
