@@ -86,8 +86,8 @@ class ReplaySettings:
                       ppl_median        the examples whose base perplexity is nearest the pool's
                                         median, nearest first
                       grad_prod_neg     softmax(score / T), score = -(task gradient . example
-                                        gradient) / P of the base model's projected gradients,
-                                        divided by its range over the pool (gradient_dim = P)
+                                        gradient) of the base model's gradients projected to
+                                        gradient_dim dimensions, divided by its range over the pool
                       online:METHOD     random replay for the first `online_fraction` of the steps,
                                         then k pool examples are scored with the model of that
                                         step, the row completed and replayed by prediction

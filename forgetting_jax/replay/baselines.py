@@ -12,10 +12,11 @@ they replay, as a fixed order (gt_mir) or as scores for the sampler (ppl_median,
   ppl_median     score = -|q_j - 1/2|, q_j the rank of the base model's NLL of pool example j
                  among the pool's, scaled to [0, 1]: the examples of median perplexity first,
                  replayed highest score first (the final code's predef_score_max).
-  grad_prod_neg  score = -(g_task . g_j) / P from the base model's per-example loss gradients
-                 projected to P dimensions (matrix/gradients.py), divided by the score's range over
-                 the pool (the final code's do_min_max_scale): examples whose gradient opposes the
-                 new task's first, drawn with softmax(score / T) (predef_score_sample).
+  grad_prod_neg  score = -(g_task . g_j) from the base model's per-example loss gradients projected
+                 to P dimensions (matrix/gradients.py gradient_products: the final code's inner
+                 product / P of its unscaled projections), divided by the score's range over the pool
+                 (the final code's do_min_max_scale): examples whose gradient opposes the new task's
+                 first, drawn with softmax(score / T) (predef_score_sample).
 """
 
 from typing import Sequence
@@ -65,10 +66,10 @@ def ppl_median_scores(base_nll_N: np.ndarray, pool_N: np.ndarray) -> np.ndarray:
 
 
 def grad_prod_neg_scores(task_P: np.ndarray, example_NxP: np.ndarray, pool_N: np.ndarray) -> np.ndarray:
-    """float64 [N]: -(task . example_j) / P divided by its range over the pool; NaN outside the
-    pool (and for examples without a finite gradient)."""
+    """float64 [N]: -(task . example_j) divided by its range over the pool; NaN outside the pool
+    (and for examples without a finite gradient)."""
     task = np.asarray(task_P, np.float64)
-    products = np.asarray(example_NxP, np.float64) @ task / task.size
+    products = np.asarray(example_NxP, np.float64) @ task
     pool = np.asarray(pool_N, bool) & np.isfinite(products)
     score = np.full(products.shape, np.nan)
     if pool.any():
