@@ -271,6 +271,7 @@ OPTIONAL = {
     "--sampling=uniform": "--sampling=uniform",  # the first alternative of uniform|reference
     "--stop=STR": "--stop=STR",
     "--train_tasks=a,b": "",  # every non-test row trains (the shrunk matrix has three)
+    "--embedder=E": "--embedder=E",  # analyze: the tiny model embeds the micro workspace's texts
 }
 
 # (command, flag, documented value) or (flag, documented value) -> concrete value; flag without dashes.
@@ -284,6 +285,7 @@ FLAG_VALUES = {
     ("output", "DIR"): "{tmp}/analysis",
     ("output", "W/analysis"): "{tmp}/analysis",
     ("model", "DIR"): "{hf_dir}",
+    ("embedder", "E"): "{hf_dir}",
     ("model", "models/olmo-1b"): "{hf_dir}",
     ("data", "FILE"): "{fixtures}/lm.jsonl",
     ("data", "upstream.jsonl"): "{fixtures}/upstream.jsonl",

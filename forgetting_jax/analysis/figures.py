@@ -1,5 +1,6 @@
 """Figures of a forgetting matrix (matplotlib, Agg backend). Each function returns a Figure."""
 
+import textwrap
 from typing import Sequence
 
 import matplotlib
@@ -40,18 +41,27 @@ def heatmap(z_MxN: np.ndarray, tasks: Sequence[str]) -> plt.Figure:
     return fig
 
 
-def r2_by_rank(r2_K: np.ndarray, additive: float, multiplicative: float) -> plt.Figure:
-    """R^2 of rank-1..K truncated SVD beside the additive and multiplicative fits."""
+def r2_by_rank(r2_K: np.ndarray, additive: float, multiplicative: float, item_only: float | None = None,
+               task_only: float | None = None) -> plt.Figure:
+    """R^2 of rank-1..K truncated SVD beside the additive and multiplicative fits and the
+    item-only (column means) and task-only (row means) baselines (when given)."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ranks = np.arange(1, len(r2_K) + 1)
     ax.plot(ranks, r2_K, "o-", label="rank-k SVD")
     ax.axhline(additive, color="tab:green", ls="--", label=f"additive ({additive:.3f})")
     ax.axhline(multiplicative, color="tab:red", ls=":",
                label=f"multiplicative ({multiplicative:.3f})")
+    levels = [additive, multiplicative]
+    for value, label, color, style in ((item_only, "item only", "tab:purple", "-."),
+                                       (task_only, "task only", "tab:brown", (0, (1, 3)))):
+        if value is not None and np.isfinite(value):
+            ax.axhline(value, color=color, ls=style, label=f"{label} ({value:.3f})")
+            levels.append(value)
     ax.set_xlabel("rank k")
     ax.set_ylabel("R$^2$")
     ax.set_xticks(ranks)
-    ax.set_ylim(min(0.0, float(np.min(r2_K)), additive, multiplicative), 1.0)
+    finite = [float(v) for v in list(r2_K) + levels if np.isfinite(v)]
+    ax.set_ylim(min([0.0] + finite), 1.0)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
@@ -76,5 +86,49 @@ def components(u_MxK: np.ndarray, s_K: np.ndarray, v_NxK: np.ndarray, tasks: Seq
         ax.axhline(0.0, color="gray", lw=0.5)
         ax.set_title(f"component {c + 1}: example loadings, sorted", fontsize=9)
         ax.set_xlabel("example rank")
+    fig.tight_layout()
+    return fig
+
+
+def similarity(result: dict, samples: dict[str, tuple[np.ndarray, np.ndarray]]) -> plt.Figure:
+    """similarity.json's correlations (analysis/similarity.py): top, pooled Pearson and Spearman
+    of Z against each measure of this matrix beside the paper's (sentence embeddings, OLMo);
+    below, per measure, Z against the similarity over a sample of entries."""
+    from forgetting_jax.analysis.similarity import paper_rows
+
+    measures = result["measures"]
+    paper = [(f"paper {model}\n{name}", {"pearson": p, "spearman": r}) for model, name, p, r in paper_rows()]
+    k = len(samples)
+    fig = plt.figure(figsize=(max(8.0, 3.2 * k), 6.5 if k else 3.8))
+    grid = fig.add_gridspec(2 if k else 1, max(k, 1), height_ratios=[1.0, 1.1] if k else [1.0])
+    ax = fig.add_subplot(grid[0, :])
+    labels = [textwrap.fill(name.replace("_", " "), 16) for name in measures] + [label for label, _ in paper]
+    values = [(m["pearson"], m["spearman"]) for m in measures.values()] + \
+             [(v["pearson"], v["spearman"]) for _, v in paper]
+    x = np.arange(len(labels))
+    for offset, which, color in ((-0.2, 0, "tab:blue"), (0.2, 1, "tab:orange")):
+        heights = [np.nan if v[which] is None else v[which] for v in values]
+        bars = ax.bar(x + offset, heights, 0.4, color=color, label=("Pearson", "Spearman")[which])
+        for bar in bars[len(measures):]:
+            bar.set_alpha(0.45)
+            bar.set_hatch("//")
+    ax.axhline(0.0, color="gray", lw=0.5)
+    if len(measures):
+        ax.axvline(len(measures) - 0.5, color="gray", lw=0.8, ls=":")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("correlation with Z")
+    ax.set_title("forgetting against similarity: this matrix" + ("" if measures else " (no measure: the file "
+                 "holds no embeddings or gradients)") + " | the paper's", fontsize=9)
+    ax.legend(fontsize=8)
+    for c, (name, (sim, z)) in enumerate(samples.items()):
+        ax = fig.add_subplot(grid[1, c])
+        ax.scatter(sim, z, s=3, alpha=0.3, lw=0)
+        m = measures[name]
+        text = ", ".join(f"{key} {m[key]:.3f}" for key in ("pearson", "spearman") if m[key] is not None)
+        ax.set_title(f"{name.replace('_', ' ')}\n{text}", fontsize=8)
+        ax.set_xlabel("similarity", fontsize=8)
+        if c == 0:
+            ax.set_ylabel("Z", fontsize=8)
     fig.tight_layout()
     return fig

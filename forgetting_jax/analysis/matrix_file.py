@@ -5,13 +5,18 @@ M.npz holds `Z` (float [M, N], NaN = missing) and `tasks` (str [M]); optionally 
 representations for the representation forecasters: `task_embeddings` [M, D] and
 `example_embeddings` [N, D] (mean-pooled), `example_last_hidden` [N, D],
 `task_example_last_hidden` [M, S, D] and `task_example_count` [M] (last token; see
-matrix/representations.py). A matrix of lost answers (`metric` = "exact_match", matrix/answers.py)
-also holds `correct_before` [N] and `correct_after` [M, N] (bool) and `drop` [M, N] (0/1), and Z
-is the drop matrix; `metric` reads as "nll" when absent. Its columns may be a subset of the
-upstream examples (`em_columns` = "base_correct", the default: only those the base model answers
-right, so correct_before is all true; "all": every one): `columns` [N] (int64, increasing) are the
-indices of its columns among the `upstream_size` upstream examples (when absent: all of them, in
-order). Every field with an upstream axis holds the N columns.
+matrix/representations.py); the similarity measures' inputs (analysis/similarity.py), each pair
+all or nothing: `task_gradients` [M, P] and `example_gradients` [N, P] (the base model's loss
+gradients, projected to P dimensions: matrix/gradients.py, matrix.gradient_dim > 0), and
+`task_text_embeddings` [M, E] and `example_text_embeddings` [N, E] (a sentence-embedding model's
+mean-pooled states of the texts: matrix/text_embeddings.py, matrix.embedder). A matrix of lost
+answers (`metric` = "exact_match", matrix/answers.py) also holds `correct_before` [N] and
+`correct_after` [M, N] (bool) and `drop` [M, N] (0/1), and Z is the drop matrix; `metric` reads as
+"nll" when absent. Its columns may be a subset of the upstream examples (`em_columns` =
+"base_correct", the default: only those the base model answers right, so correct_before is all
+true; "all": every one): `columns` [N] (int64, increasing) are the indices of its columns among the
+`upstream_size` upstream examples (when absent: all of them, in order). Every field with an
+upstream axis holds the N columns.
 """
 
 import os
@@ -73,9 +78,44 @@ def read_matrix_file(path: str) -> dict[str, Any]:
         if out["task_embeddings"].shape[1] != out["example_embeddings"].shape[1]:
             raise MatrixFileError(f"{path}: fields 'task_embeddings' and 'example_embeddings' "
                                   "have different widths")
+    out.update(similarity_fields(path, arrays, m, n))
     _last_hidden(path, arrays, out, m, n)
     _answers(path, arrays, out, m, n)
     _columns(path, arrays, out, n)
+    return out
+
+
+# The optional pairs of similarity inputs: (task field [M, W], example field [N, W], W's name).
+SIMILARITY_PAIRS = (("task_gradients", "example_gradients", "P"),
+                    ("task_text_embeddings", "example_text_embeddings", "E"))
+
+
+def similarity_fields(path: str, arrays: dict, m: int, n: int) -> dict[str, np.ndarray]:
+    """The similarity inputs of `arrays` that are present (SIMILARITY_PAIRS), checked: each pair
+    both or neither, numeric, [M, W] and [N, W] of one width W; float32 copies. MatrixFileError
+    naming `path` and the field otherwise (`path` may name where the arrays come from)."""
+    out = {}
+    for task_key, example_key, width in SIMILARITY_PAIRS:
+        present = [k for k in (task_key, example_key) if k in arrays]
+        if not present:
+            continue
+        if len(present) == 1:
+            other = example_key if present[0] == task_key else task_key
+            raise MatrixFileError(f"{path}: field {present[0]!r} needs field {other!r} beside it (the pair is "
+                                  "all or nothing)")
+        for key, rows in ((task_key, m), (example_key, n)):
+            a = arrays[key]
+            axis = "M" if key == task_key else "N"
+            if a.ndim != 2 or a.shape[0] != rows or not np.issubdtype(a.dtype, np.number):
+                raise MatrixFileError(f"{path}: field {key!r} must be a numeric [{axis}={rows}, {width}] array to "
+                                      f"match 'Z', got {a.dtype} {a.shape}")
+        if arrays[task_key].shape[1] != arrays[example_key].shape[1]:
+            raise MatrixFileError(f"{path}: fields {task_key!r} {arrays[task_key].shape} and {example_key!r} "
+                                  f"{arrays[example_key].shape} must have the same width {width}")
+        if arrays[task_key].shape[1] < 1:
+            raise MatrixFileError(f"{path}: fields {task_key!r} and {example_key!r} have width 0")
+        out[task_key] = np.asarray(arrays[task_key], np.float32)
+        out[example_key] = np.asarray(arrays[example_key], np.float32)
     return out
 
 

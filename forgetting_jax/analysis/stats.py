@@ -1,4 +1,5 @@
-"""Statistics of a forgetting matrix: ranks, top components, source enrichment, similarity.
+"""Statistics of a forgetting matrix: ranks, top components, source enrichment, cosines (the
+correlations of Z with similarity measures: analysis/similarity.py).
 
 Rank helpers are jnp (used inside the jit-compiled evaluation too); the tests of enrichment use
 scipy on small host arrays.
@@ -54,30 +55,6 @@ def cosine_similarity(task_MxD: jax.Array, example_NxD: jax.Array) -> jax.Array:
     t = task_MxD / jnp.maximum(jnp.linalg.norm(task_MxD, axis=1, keepdims=True), 1e-12)
     e = example_NxD / jnp.maximum(jnp.linalg.norm(example_NxD, axis=1, keepdims=True), 1e-12)
     return t @ e.T
-
-
-def similarity_correlation(z_MxN: np.ndarray, sim_MxN: np.ndarray) -> dict[str, Any]:
-    """How well a task-to-example similarity tracks forgetting: per-task and pooled correlations.
-
-    Returns per-task Pearson and Spearman over observed entries, their means, and the pooled
-    Pearson over all observed entries.
-    """
-    z = jnp.asarray(z_MxN, jnp.float32)
-    sim = jnp.asarray(sim_MxN, jnp.float32)
-    mask = jnp.isfinite(z) & jnp.isfinite(sim)
-    zz = jnp.where(mask, z, 0.0)
-    ss = jnp.where(mask, sim, 0.0)
-    pearson = jax.vmap(masked_pearson)(ss, zz, mask)
-    spearman = jax.jit(jax.vmap(masked_spearman))(ss, zz, mask)
-    pooled = masked_pearson(ss.ravel(), zz.ravel(), mask.ravel())
-    pearson, spearman = np.asarray(pearson), np.asarray(spearman)
-    return {
-        "pearson_per_task": pearson.tolist(),
-        "spearman_per_task": spearman.tolist(),
-        "pearson_mean": float(np.nanmean(pearson)) if np.isfinite(pearson).any() else None,
-        "spearman_mean": float(np.nanmean(spearman)) if np.isfinite(spearman).any() else None,
-        "pearson_pooled": float(pooled),
-    }
 
 
 def top_indices(values_N: np.ndarray, n: int) -> np.ndarray:

@@ -61,7 +61,10 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
         "How much of the matrix a simple model explains (R^2 over the observed entries). The paper finds "
         "forgetting close to low rank: a few task and example factors explain most of it.",
         "",
-        markdown_table(["model", "R^2"], [["additive (mu + b_task + b_example)", r2_text(r2["additive"])],
+        markdown_table(["model", "R^2"], [[label, r2_text(r2[key])] for key, label in (
+                                      ("item_only", "item only (each example's mean over tasks)"),
+                                      ("task_only", "task only (each task's mean over examples)")) if key in r2]
+               + [["additive (mu + b_task + b_example)", r2_text(r2["additive"])],
                                   ["multiplicative rank 1 (alpha_i beta_j)", r2_text(r2["multiplicative"])]]
                + [[f"rank-{k} SVD", r2_text(v)] for k, v in list(svd.items())[:5]]),
         "",
@@ -92,9 +95,32 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
                   f"Chi-square test of the sources of the top {100 * analysis['settings']['top_fraction']:.0f}% "
                   f"most forgotten examples against all examples: chi2 = {enrichment.get('chi2', float('nan')):.1f}, "
                   f"p = {enrichment.get('p_value', float('nan')):.2g}."]
+    parts += similarity_section(analysis.get("similarity"), figures_dir)
     parts += ["", "## Components", "", "The leading singular vectors: which tasks and examples load on each.", "",
               f"![components]({os.path.join(figures_dir, 'components.png')})", ""]
     return "\n".join(parts)
+
+
+def similarity_section(similarity: dict | None, figures_dir: str) -> list[str]:
+    """"Similarity and forgetting": the pooled correlations of Z with each similarity measure
+    (fits.json "similarity", analysis/similarity.py) beside the paper's; nothing without one."""
+    if not similarity:
+        return []
+    from forgetting_jax.analysis.similarity import paper_rows
+
+    def corr(x):
+        return "n/a" if x is None else f"{x:+.3f}"
+
+    rows = [[name.replace("_", " "), corr(m["pearson"]), corr(m["spearman"]), f"{m['count']:,}"]
+            for name, m in similarity.items()]
+    paper = "; ".join(f"{model} with {name} embeddings {p:.3f} / {r:.3f}" for model, name, p, r in paper_rows())
+    return ["", "## Similarity and forgetting", "",
+            "Does forgetting follow how similar a task is to an upstream example? Pearson and Spearman of Z against "
+            "each similarity over the finite entries (pooled; per task in `similarity.json`). The paper finds "
+            f"weak correlations with sentence-embedding cosines (Pearson / Spearman: {paper}): there, similarity "
+            "explains little of the matrix, its low-rank structure much more.", "",
+            markdown_table(["similarity", "Pearson", "Spearman", "entries"], rows), "",
+            f"![similarity]({os.path.join(figures_dir, 'similarity.png')})"]
 
 
 def write_report(directory: str, matrix_path: str, name: str, max_rank: int, workdir: str | None = None,

@@ -45,6 +45,10 @@ COLUMN_AXES = {"Z": 1, "ft_nll": 1, "base_nll": 0, "example_ids": 0, "example_so
                "example_last_hidden": 0, "correct_before": 0, "correct_after": 1, "drop": 1}
 NO_COLUMN_AXIS = ("tasks", "metric", "em_columns", "task_embeddings", "task_example_last_hidden",
                   "task_example_count")
+COLUMN_AXES["example_text_embeddings"] = 0  # matrix/text_embeddings.py (matrix.embedder)
+NO_COLUMN_AXIS += ("task_text_embeddings",)
+COLUMN_AXES["example_gradients"] = 0  # matrix/gradients.py (matrix.gradient_dim)
+NO_COLUMN_AXIS += ("task_gradients",)
 
 
 def select_columns(arrays: dict[str, np.ndarray], columns: np.ndarray) -> dict[str, np.ndarray]:

@@ -91,29 +91,6 @@ def test_cosine_of_known_vectors():
     np.testing.assert_allclose(np.asarray(stats.cosine_similarity(t, e)), want, atol=1e-6)
 
 
-def test_similarity_correlation_by_hand():
-    # row 0: z a monotone, non-linear function of sim (Spearman 1, Pearson < 1); row 1: z
-    # reverses sim's order (Spearman -1); row 2: z constant (both undefined)
-    sim = np.array([[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]])
-    z = np.array([[0.0, 0.1, 0.2, 10.0], [4.0, 3.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
-    corr = stats.similarity_correlation(z, sim)
-    assert corr["spearman_per_task"][:2] == pytest.approx([1.0, -1.0], abs=1e-6)
-    assert 0.5 < corr["pearson_per_task"][0] < 0.9
-    assert corr["pearson_per_task"][1] == pytest.approx(-1.0, abs=1e-6)
-    assert np.isnan(corr["spearman_per_task"][2]) and np.isnan(corr["pearson_per_task"][2])
-    assert corr["spearman_mean"] == pytest.approx(0.0, abs=1e-6)  # NaN row left out
-
-
-def test_similarity_correlation_tracks_similarity():
-    rng = np.random.default_rng(2)
-    t, e = rng.normal(size=(5, 8)), rng.normal(size=(50, 8))
-    sim = np.asarray(stats.cosine_similarity(t, e))
-    z = 2 * sim + 0.01 * rng.normal(size=sim.shape)
-    z[0, :3] = np.nan
-    corr = stats.similarity_correlation(z, sim)
-    assert corr["pearson_mean"] > 0.99 and corr["spearman_mean"] > 0.99
-
-
 def test_source_enrichment_detects_planted_source():
     rng = np.random.default_rng(3)
     sources = np.array(["web", "code", "books"])[rng.integers(0, 3, 3000)]

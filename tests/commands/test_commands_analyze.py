@@ -8,7 +8,7 @@ import pytest
 
 from forgetting_jax import cli
 from forgetting_jax.analysis import planted
-from test_support import run_command
+from test_support import ROOT, run_command
 
 
 def _analyze(*args):
@@ -22,16 +22,51 @@ def test_analyze_writes_fits_and_figures(tmp_path):
     path = tmp_path / "m.npz"
     np.savez(path, Z=z, tasks=np.array([f"t{i}" for i in range(10)]),
              example_sources=np.array(["a", "b"])[rng.integers(0, 2, 400)],
-             task_embeddings=rng.normal(size=(10, 3)), example_embeddings=rng.normal(size=(400, 3)))
+             task_embeddings=rng.normal(size=(10, 3)), example_embeddings=rng.normal(size=(400, 3)),
+             task_gradients=rng.normal(size=(10, 5)), example_gradients=rng.normal(size=(400, 5)))
     out = tmp_path / "out"
     proc = _analyze(f"--matrix={path}", f"--output={out}", "--max_rank=4")
     assert proc.returncode == 0, proc.stderr
     res = json.loads((out / "fits.json").read_text())
     assert res["r2"]["svd"]["2"] > 0.98 > res["r2"]["svd"]["1"]
+    assert res["r2"]["additive"] >= max(res["r2"]["item_only"], res["r2"]["task_only"]) - 1e-3
     assert len(res["components"]) == 4 and "enrichment" in res
-    assert "similarity_correlation" in res
-    for name in ("heatmap.png", "r2_by_rank.png", "components.png"):
+    measures = ["representation_cosine", "gradient_product", "gradient_cosine"]
+    assert list(res["similarity"]) == measures
+    sim = json.loads((out / "similarity.json").read_text())
+    assert list(sim["measures"]) == measures and sim["matrix"] == str(path) and sim["shape"] == [10, 400]
+    assert {k: sim["r2"][k] for k in ("item_only", "task_only", "additive", "multiplicative", "svd")} == {
+        k: res["r2"][k] for k in ("item_only", "task_only", "additive", "multiplicative", "svd")}
+    assert sim["paper"]["olmo-1b"]["sentencebert"] == {"pearson": 0.054, "spearman": 0.074}
+    for name, m in sim["measures"].items():
+        assert m["count"] == 4000 and len(m["per_task"]) == 10 and -1 <= m["spearman"] <= 1, name
+        assert res["similarity"][name] == {k: m[k] for k in ("pearson", "spearman", "count")}
+    for name in ("heatmap.png", "r2_by_rank.png", "components.png", "similarity.png"):
         assert (out / name).stat().st_size > 1000
+
+
+def _run_in_process(capsys, *args):
+    code = 0
+    try:
+        cli.run(["forgetting-jax", "analyze", *args])
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return code, capsys.readouterr().err
+
+
+def test_analyze_embedder_needs_the_experiment(tmp_path, capsys):
+    path = tmp_path / "m.npz"
+    np.savez(path, Z=np.zeros((3, 4)), tasks=np.array(["a", "b", "c"]))
+    code, err = _run_in_process(capsys, f"--matrix={path}", f"--output={tmp_path / 'out'}", f"--embedder={tmp_path}")
+    assert code == 2 and "--embedder embeds the texts" in err and "pass --config and --workdir" in err, err
+    code, err = _run_in_process(capsys, f"--workdir={tmp_path}", f"--output={tmp_path / 'out'}")
+    assert code == 2 and "--workdir needs --config" in err, err
+    code, err = _run_in_process(capsys, f"--output={tmp_path / 'out'}")
+    assert code == 2 and "give --matrix=M.npz, or --config and --workdir" in err, err
+    code, err = _run_in_process(capsys, f"--config={ROOT}/configs/demo.py", f"--workdir={tmp_path / 'W'}",
+                                f"--output={tmp_path / 'out'}")
+    assert code == 1 and "has no matrix in" in err and "forgetting-jax run" in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_analyze_bad_file(tmp_path, capsys):

@@ -69,7 +69,7 @@ def test_flags_parse_comma_lists(parse):
     assert config.replay.test_tasks == ("divide", "to_hex")
     assert config.train.lora.targets == ("q", "v")
     assert config.train.lr == 1e-4
-    assert config.replay.strategies[0] == "none" and len(config.replay.strategies) == 6  # not overridden
+    assert config.replay.strategies[0] == "none" and len(config.replay.strategies) == 9  # not overridden
 
 
 def test_flags_keep_other_list_forms(parse):
