@@ -33,10 +33,11 @@ forgetting-jax pretrain "${MICRO[@]}" 2>"$W/pretrain.log" || { tail -30 "$W/pret
 grep -q "reusing it" "$W/pretrain.log"
 forgetting-jax finetune "${MICRO[@]}" --task=add 2>"$W/finetune.log" || { tail -30 "$W/finetune.log"; exit 1; }
 
-step "replay (one new task, two strategies)"
-forgetting-jax replay "${MICRO[@]}" --config.replay.test_tasks=divide --strategies=none,random \
-  --config.replay.k=4 --config.replay.num_heldout=16 2>"$W/replay.log" || { tail -30 "$W/replay.log"; exit 1; }
-test -f "$W/demo/replay/results.json"
+step "replay (one new task; the final code's protocol and baselines)"
+forgetting-jax replay "${MICRO[@]}" --config.replay.test_tasks=divide --strategies=none,random,gt_mir:4,ppl_median,grad_prod_neg \
+  --config.replay.k=4 --config.replay.num_heldout=16 --config.replay.gradient_dim=64 2>"$W/replay.log" \
+  || { tail -30 "$W/replay.log"; exit 1; }
+python -c "import json, sys; r = json.load(open(sys.argv[1])); assert r['settings']['protocol'] == 'final' and len(r['summary']) == 5" "$W/demo/replay/results.json"
 
 step "score"
 forgetting-jax score --model="$MODEL" --data=tests/fixtures/data/lm.jsonl --format=lm --output="$W/lm.npz"
@@ -57,6 +58,7 @@ python -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; 
 
 step "analyze"
 forgetting-jax analyze --matrix="$W/demo/matrix/forgetting.npz" --output="$W/analysis"
+python -c "import json, sys; r = json.load(open(sys.argv[1])); assert 'representation_cosine' in r['measures'] and 'item_only' in r['r2']" "$W/analysis/similarity.json"
 
 step "predict"
 forgetting-jax predict --matrix="$W/demo/matrix/forgetting.npz" --test_tasks=add --k=8 --seeds=2 \
