@@ -16,7 +16,9 @@ answers (`metric` = "exact_match", matrix/answers.py) also holds `correct_before
 "base_correct", the default: only those the base model answers right, so correct_before is all
 true; "all": every one): `columns` [N] (int64, increasing) are the indices of its columns among the
 `upstream_size` upstream examples (when absent: all of them, in order). Every field with an
-upstream axis holds the N columns.
+upstream axis holds the N columns. Matrices written by `run` also record their provenance as
+strings (matrix/provenance.py): upstream_settings, base_fingerprint, base_model_dir,
+tokenizer_fingerprint, scoring_dtype.
 """
 
 import os
@@ -24,6 +26,9 @@ import zipfile
 from typing import Any
 
 import numpy as np
+
+
+PROVENANCE = ("upstream_settings", "base_fingerprint", "base_model_dir", "tokenizer_fingerprint", "scoring_dtype")
 
 
 class MatrixFileError(ValueError):
@@ -64,6 +69,12 @@ def read_matrix_file(path: str) -> dict[str, Any]:
         if key in arrays:
             out[key] = _strings(path, arrays, key, n)
     out.setdefault("example_ids", [str(j) for j in range(n)])
+    for key in PROVENANCE:  # matrix/provenance.py: how `forecast` re-reads and checks the columns
+        if key in arrays:
+            if arrays[key].ndim != 0 or arrays[key].dtype.kind != "U":
+                raise MatrixFileError(f"{path}: field {key!r} must be a string, got {arrays[key].dtype} "
+                                      f"{arrays[key].shape}")
+            out[key] = str(arrays[key])
     for key, shape in (("base_nll", (n,)), ("ft_nll", (m, n))):
         if key in arrays:
             out[key] = _shaped(path, arrays, key, shape)

@@ -146,23 +146,21 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
         with up.base_weights() as weights:
             extras.update(representation_arrays(up, weights, list(rows), train, int(config.matrix.task_examples)))
     if config.matrix.gradient_dim > 0:  # the base model's projected loss gradients (matrix/gradients.py)
-        from forgetting_jax.matrix import store as store_module
         from forgetting_jax.matrix.gradients import gradient_arrays
 
-        if up.answering is not None and "example_gradients" not in store_module.COLUMN_AXES:
-            log.warning("matrix.gradient_dim=%d is left out of this exact-match matrix: matrix/store.py cannot cut "
-                        "example_gradients to its columns yet", config.matrix.gradient_dim)
-        else:
-            train = {task: plan(task).examples["train"] for task in rows}
-            with up.base_weights() as weights:
-                extras.update(gradient_arrays(up, weights, list(rows), train, int(config.matrix.task_examples),
-                                              int(config.matrix.gradient_dim)))
+        train = {task: plan(task).examples["train"] for task in rows}
+        with up.base_weights() as weights:
+            extras.update(gradient_arrays(up, weights, list(rows), train, int(config.matrix.task_examples),
+                                          int(config.matrix.gradient_dim)))
     if config.matrix.embedder:  # a sentence-embedding model's embeddings of the texts (analysis/similarity.py)
         from forgetting_jax.matrix.text_embeddings import text_embedding_arrays
 
         extras.update(text_embedding_arrays(config, workdir, list(rows), [e.id for e in up.examples],
                                             mesh=up.scoring_mesh, base=up.base,
                                             task_train={task: plan(task).examples["train"] for task in rows}))
+    from forgetting_jax.matrix.provenance import provenance_arrays
+
+    extras.update(provenance_arrays(config, up))  # how `forecast` re-reads and checks the columns
     columns = None
     if up.answering is not None:
         from forgetting_jax.matrix.answers import kept_columns

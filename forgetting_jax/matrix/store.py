@@ -49,6 +49,8 @@ COLUMN_AXES["example_text_embeddings"] = 0  # matrix/text_embeddings.py (matrix.
 NO_COLUMN_AXIS += ("task_text_embeddings",)
 COLUMN_AXES["example_gradients"] = 0  # matrix/gradients.py (matrix.gradient_dim)
 NO_COLUMN_AXIS += ("task_gradients",)
+NO_COLUMN_AXIS += ("upstream_settings", "base_fingerprint", "base_model_dir", "tokenizer_fingerprint",
+                   "scoring_dtype")  # matrix/provenance.py
 
 
 def select_columns(arrays: dict[str, np.ndarray], columns: np.ndarray) -> dict[str, np.ndarray]:
