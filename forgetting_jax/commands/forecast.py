@@ -1,17 +1,24 @@
 """`forgetting-jax forecast`: which upstream examples a fine-tuned checkpoint forgot, predicted from
 k of them scored and the rows of a forgetting matrix of its base model.
 
-  forgetting-jax forecast --matrix=M.npz --model=FINETUNED --k=30 [--method=auto] [--select=uniform]
-                          [--verify=N] [--base=DIR] --output=F.jsonl
+  forgetting-jax forecast --matrix=M.npz --model=FINETUNED --k=30 --output=F.jsonl
+      [--method=auto] [--select=uniform|variance|leverage] [--verify=N] [--base=DIR]
+
+On the demo, for a task outside its matrix (after `forgetting-jax run --config=configs/demo.py --workdir=W`):
+
+  forgetting-jax finetune --config=configs/demo.py --workdir=W --task=divide
+  forgetting-jax forecast --matrix=W/experiments/demo/forgetting.npz --model=W/tasks/divide --k=30 --verify=2 \
+      --output=F.jsonl
 
 --model: a Hugging Face directory, a .gguf file, or a fine-tuning run directory of this project
-(W/tasks/<task>/<fp>, with its exported model/), fine-tuned from the base model of M.npz (a matrix
-written by `forgetting-jax run`, which records how its upstream examples are read and which base
-scored them; the checkpoint's tokenizer, and a run directory's base fingerprint, are checked against
-it; --base=DIR rescores the scored examples with DIR instead). Only the k chosen upstream examples
-(and 2 x N with --verify) are scored. F.jsonl: one line per upstream example, most forgotten first:
-{"id", "predicted", "rank", "replay_weight" (softmax(predicted / T)), "observed" (the scored ones)};
-F.summary.json beside it: the method, the base check, what was scored, the verification.
+(W/tasks/<task>/<fp>, with its exported model/; or W/tasks/<task>: its latest exported run),
+fine-tuned from the base model of M.npz (a matrix written by `forgetting-jax run`, which records
+how its upstream examples are read and which base scored them; the checkpoint's tokenizer, and a
+run directory's base fingerprint, are checked against it; --base=DIR rescores the scored examples
+with DIR instead). Only the k chosen upstream examples (and 2 x N with --verify) are scored.
+F.jsonl: one line per upstream example, most forgotten first: {"id", "predicted", "rank",
+"replay_weight" (softmax(predicted / T)), "observed" (the scored ones)}; F.summary.json beside it:
+the method, the base check, what was scored, the verification.
 """
 
 from absl import flags

@@ -39,11 +39,15 @@ flags.DEFINE_list("methods", "auto",
                   "representation forecasters of prior work: they need the representations that "
                   "`forgetting-jax run` writes into the file); train_mean, observed_mean, random "
                   "(reference forecasters). auto: every one but random that the file allows.")
-flags.DEFINE_enum("sampling", "uniform", ["uniform", "reference"],
+flags.DEFINE_enum("sampling", "uniform", ["uniform", "reference", "variance", "leverage", "spread"],
                   "How the k observed entries are drawn: uniform (k distinct observed columns per "
-                  "test task and seed) or reference (the paper's code: default_rng(seed).choice(N, "
+                  "test task and seed), reference (the paper's code: default_rng(seed).choice(N, "
                   "k), with replacement, the same columns for every test task; to reproduce its "
-                  "numbers, with --score_observed).")
+                  "numbers, with --score_observed), or chosen from the training rows among the test "
+                  "task's observed columns: variance (the k columns that vary most across the "
+                  "training rows), leverage (the k of highest leverage in their rank-5 SVD) -- both "
+                  "the same columns under every seed, so the seeds then vary only the methods -- or "
+                  "spread (a leverage-weighted draw per seed).")
 flags.DEFINE_bool("score_observed", False,
                   "Also score the k observed entries, as the paper's first version's code's metrics do (its final "
                   "code scores the unobserved entries only, the default).")
@@ -167,7 +171,7 @@ def main(argv) -> None:
         settings = dataclasses.replace(settings, encoder_inputs=inputs)
     z = data["Z"]
     tasks = data["tasks"]
-    if FLAGS.sampling == "uniform":
+    if FLAGS.sampling != "reference":
         for i in test_idx:
             observed = int(np.isfinite(z[i]).sum())
             if FLAGS.k < 1 or observed <= FLAGS.k:

@@ -6,7 +6,8 @@ A checkpoint is one of:
     or any other tool;
   - a .gguf file (converted once into a directory beside it; the gguf extra);
   - a fine-tuning run directory of this project (W/tasks/<task>/<fp>/, holding run.json and the
-    exported model/): its run.json names the base model it was fine-tuned from.
+    exported model/): its run.json names the base model it was fine-tuned from; or a task's
+    directory W/tasks/<task>/, for its most recent run with an exported model/.
 
 The check (`check_base`): the matrix file records its base model's fingerprint and tokenizer
 (matrix/provenance.py). A run directory's base fingerprint must equal the matrix's; any checkpoint's
@@ -17,9 +18,12 @@ of reading the matrix's base scores, for a checkpoint whose base cannot be check
 
 import dataclasses
 import json
+import logging
 import os
 
 from forgetting_jax.models.gguf_source import is_gguf
+
+log = logging.getLogger("forgetting_jax.forecast")
 
 
 class ForecastError(ValueError):
@@ -37,8 +41,18 @@ class Checkpoint:
     task: str | None  # a run directory's task
 
 
-def resolve_checkpoint(path: str) -> Checkpoint:
-    """The Checkpoint at `path`; ForecastError naming what is missing."""
+def _run_base(run_dir: str) -> str | None:
+    try:
+        with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
+            return json.load(f).get("base")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def resolve_checkpoint(path: str, prefer_base: str | None = None) -> Checkpoint:
+    """The Checkpoint at `path`; ForecastError naming what is missing. For a task's directory,
+    its most recent exported run fine-tuned from `prefer_base` (the matrix's base) when there is
+    one, else its most recent exported run."""
     if is_gguf(path):
         if not os.path.isfile(path):
             raise ForecastError(f"--model {path}: no such .gguf file")
@@ -47,6 +61,16 @@ def resolve_checkpoint(path: str) -> Checkpoint:
         raise ForecastError(f"--model {path}: no such directory (a Hugging Face model directory, a .gguf file or a "
                             "fine-tuning run directory W/tasks/<task>/<fp>)")
     run_json = os.path.join(path, "run.json")
+    if not os.path.isfile(run_json) and not os.path.isfile(os.path.join(path, "config.json")):
+        runs = [d for d in (os.path.join(path, name) for name in os.listdir(path))
+                if os.path.isfile(os.path.join(d, "run.json"))
+                and os.path.isfile(os.path.join(d, "model", "config.json"))]
+        if runs:  # a task's directory: its most recent exported run (of the matrix's base, when there is one)
+            same = [d for d in runs if prefer_base is not None and _run_base(d) == prefer_base]
+            newest = max(same or runs, key=lambda d: os.path.getmtime(os.path.join(d, "model", "config.json")))
+            if len(runs) > 1:
+                log.info("--model %s: %d runs with an exported model; the most recent: %s", path, len(runs), newest)
+            return resolve_checkpoint(newest)
     if os.path.isfile(run_json):
         try:
             with open(run_json, encoding="utf-8") as f:

@@ -203,7 +203,7 @@ def forecast(matrix: str, model: str, settings: ForecastSettings = ForecastSetti
         raise ForecastError(f"{matrix}: no field 'base_nll': the base scores are needed (a matrix of `run`)")
     if data.get("metric", "nll") != "nll":
         raise ForecastError(f"{matrix}: a matrix of {data['metric']}; forecast completes NLL forgetting rows")
-    checkpoint = resolve_checkpoint(model)
+    checkpoint = resolve_checkpoint(model, data.get("base_fingerprint"))
     tokenizer = load_tokenizer(checkpoint.model_dir)
     checked = check_base(data, matrix, checkpoint, tokenizer_fingerprint(tokenizer), bool(settings.base))
     z = data["Z"]

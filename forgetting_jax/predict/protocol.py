@@ -16,6 +16,14 @@ a missing observed value read as 0 (both run on np.nan_to_num(Z)). The metrics c
 unobserved entries, as the final code's do; with `score_observed` they also cover the observed
 entries, as the first version's (INK-USC/lm-forgetting-prediction-code) do.
 
+`sampling="variance"`, `"leverage"` or `"spread"` chooses the observed columns as a practitioner
+who can score only k upstream examples would (predict/selection.py): from the training rows only,
+among the columns the test row observes (its observation mask, never its values). variance and
+leverage are deterministic: a task sees the same k columns under every seed (ties broken by
+base_seed), so the seeds then vary only the methods' own randomness; spread draws its columns
+(leverage-weighted, without replacement) per seed, the same draw for every test task of a seed
+up to the columns a task cannot observe.
+
 Non-finite entries are never dropped silently: the result's "nonfinite" counts them (NaN and
 +-inf) in the training rows and in the test rows; every fit and metric leaves them out.
 """
@@ -31,6 +39,7 @@ import numpy as np
 
 from forgetting_jax.analysis.chunks import ColumnChunks
 from forgetting_jax.experiment import PredictSettings
+from forgetting_jax.predict import selection
 from forgetting_jax.predict.methods import Batch
 from forgetting_jax.predict.metrics import COUNTS, METRICS, batch_metrics
 
@@ -104,13 +113,31 @@ def _draw_batch(key_B, truth_TxN, pos_B, *, k):
     return jax.vmap(one)(key_B, pos_B)
 
 
-SAMPLINGS = ("uniform", "reference")
+SAMPLINGS = ("uniform", "reference", "variance", "leverage", "spread")
 
 
 def reference_columns(seeds_P: np.ndarray, n: int, k: int) -> np.ndarray:
     """The paper's code's observed columns of each pair [P, k]: default_rng(seed).choice(n, k)."""
     by_seed = {int(s): np.random.default_rng(int(s)).choice(np.arange(n), k) for s in np.unique(seeds_P)}
     return np.stack([by_seed[int(s)] for s in seeds_P]).astype(np.int32)
+
+
+def informative_pair_columns(chunks: ColumnChunks, truth_TxN: np.ndarray, pos_P: np.ndarray, seed_P: np.ndarray,
+                             k: int, kind: str, base_seed: int = 0) -> np.ndarray:
+    """The observed columns of each pair [P, k] under an informative selection `kind`: scored
+    once from the training rows (chunks.rows_M), then chosen per test row among its finite
+    entries; variance and leverage per task (ties broken by base_seed), spread per (seed, task)."""
+    scores = selection.column_scores(chunks, kind)
+    valid = np.isfinite(truth_TxN)
+    cache: dict[tuple[int, int], np.ndarray] = {}
+    out = np.zeros((len(pos_P), k), np.int32)
+    for i, (p, s) in enumerate(zip(pos_P.tolist(), seed_P.tolist())):
+        key = (p, s if kind == "spread" else 0)
+        if key not in cache:
+            seed = [base_seed, s] if kind == "spread" else base_seed
+            cache[key] = selection.choose(scores, k, kind, seed, valid[p])
+        out[i] = cache[key]
+    return out
 
 
 def _nonfinite_by_part(z_MxN: np.ndarray, truth_TxN: np.ndarray, test_idx: np.ndarray,
@@ -142,8 +169,9 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
                  train_idx: np.ndarray | None = None) -> dict[str, Any]:
     """Runs every method over test tasks x seeds; returns per-pair metrics and timings.
 
-    sampling: "uniform" (the project's: k distinct observed columns per pair) or "reference"
-    (see the module docstring); score_observed: also score the observed entries. tasks: the
+    sampling: "uniform" (the project's: k distinct observed columns per pair), "reference", or
+    "variance", "leverage", "spread" (chosen from the training rows; see the module docstring
+    and predict/selection.py); score_observed: also score the observed entries. tasks: the
     row names, for the non-finite counts. train_idx: the rows that train every method (None:
     every row that is not a test row; `select_train_tasks`).
 
@@ -169,7 +197,7 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
     if seeds < 1:
         raise ProtocolError(f"seeds must be positive, got {seeds}")
     short = np.flatnonzero(observed <= k)
-    if len(short) and sampling == "uniform":
+    if len(short) and sampling != "reference":
         i = short[0]
         raise ProtocolError(
             f"k={k} observed columns requested, but test row {int(test_idx[i])} has only "
@@ -200,6 +228,8 @@ def run_protocol(z_MxN: np.ndarray, test_idx: np.ndarray, methods: dict[str, Any
     t0 = time.perf_counter()
     batches = []
     ref_cols_PxK = reference_columns(seed_P, n, k) if sampling == "reference" else None
+    if sampling in selection.INFORMATIVE:
+        ref_cols_PxK = informative_pair_columns(chunks, truth_np, pos_P, seed_P, k, sampling, base_seed)
     for start in range(0, n_pairs, batch):
         sel = np.minimum(np.arange(start, start + batch), n_pairs - 1)  # pad with the last pair
         if ref_cols_PxK is None:
