@@ -15,6 +15,7 @@ LAYERS = (
     ("predict",),
     ("matrix",),
     ("replay",),
+    ("forecast",),
     ("commands",),
     ("cli",),
     ("__main__", "__init__"),

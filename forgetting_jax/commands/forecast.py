@@ -2,7 +2,7 @@
 k of them scored and the rows of a forgetting matrix of its base model.
 
   forgetting-jax forecast --matrix=M.npz --model=FINETUNED --k=30 --output=F.jsonl
-      [--method=auto] [--select=uniform|variance|leverage] [--verify=N] [--base=DIR]
+      [--method=auto] [--select=uniform|variance|leverage|spread] [--verify=N] [--base=DIR]
 
 On the demo, for a task outside its matrix (after `forgetting-jax run --config=configs/demo.py --workdir=W`):
 
@@ -34,9 +34,10 @@ flags.DEFINE_string("output", None, "Output .jsonl (the summary goes to .summary
 flags.DEFINE_integer("k", 30, "Upstream examples scored under the checkpoint.", lower_bound=1)
 flags.DEFINE_enum("method", "auto", ["auto", *COMPLETION, *[b for b in BASELINES if b != "random"]],
                   "Completion method; auto: the lowest pooled RMSE of the protocol on this matrix at this k.")
-flags.DEFINE_enum("select", "uniform", ["uniform", "variance", "leverage"],
-                  "Which k examples to score: a seeded uniform draw, or the most informative by the matrix's "
-                  "rows (variance across tasks, leverage in its low-rank fit).")
+flags.DEFINE_enum("select", "uniform", ["uniform", "variance", "leverage", "spread"],
+                  "Which k examples to score: a seeded uniform draw (the default, and the best measured), or by "
+                  "the matrix's rows: variance across tasks, leverage in its low-rank fit, spread (drawn in "
+                  "proportion to leverage).")
 flags.DEFINE_integer("verify", 0, "Also score the top N predicted and N random examples and report precision.",
                      lower_bound=0)
 flags.DEFINE_string("base", None, "A base model to rescore the scored examples with (when the checkpoint's base "

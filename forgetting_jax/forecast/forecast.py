@@ -31,7 +31,7 @@ from forgetting_jax.forecast.checkpoint import ForecastError, check_base, resolv
 
 log = logging.getLogger("forgetting_jax.forecast")
 
-SELECTIONS = ("uniform", "variance", "leverage")
+SELECTIONS = ("uniform", "variance", "leverage", "spread")  # predict/selection.py KINDS
 
 
 @dataclasses.dataclass(frozen=True)

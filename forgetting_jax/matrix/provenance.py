@@ -9,7 +9,8 @@ Fields of the matrix file (strings, no upstream axis):
                          max_length, upstream_tasks); `upstream_settings(data)` gives them back
   base_fingerprint       the base model's fingerprint (train/base.py; fine-tuning runs of this
                          project record it as their run.json's inputs.base)
-  base_model_dir         the base model's HF directory in the workspace that built the matrix
+  base_model_dir         the base model's HF directory, relative to the workspace that built the
+                         matrix (absolute when it lies outside), so a moved workspace keeps its bytes
   tokenizer_fingerprint  the base tokenizer's vocabulary and special tokens (`tokenizer_fingerprint`)
   scoring_dtype          matrix.dtype: the dtype every row was scored in
 """
@@ -36,8 +37,9 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return fingerprint({"vocab": vocab, "special": special})
 
 
-def provenance_arrays(config: Any, up: Any) -> dict[str, np.ndarray]:
-    """The FIELDS of the matrix of `config` built over `up` (matrix/upstream.py Upstream)."""
+def provenance_arrays(config: Any, up: Any, workdir: str) -> dict[str, np.ndarray]:
+    """The FIELDS of the matrix of `config` built over `up` (matrix/upstream.py Upstream) in the
+    workspace `workdir`."""
     from forgetting_jax.train.base import tokenizer as cached_tokenizer
 
     matrix = config.matrix
@@ -48,9 +50,16 @@ def provenance_arrays(config: Any, up: Any) -> dict[str, np.ndarray]:
     settings["upstream_tasks"] = list(settings["upstream_tasks"])
     return {"upstream_settings": np.asarray(json.dumps(settings, sort_keys=True)),
             "base_fingerprint": np.asarray(str(up.base.fingerprint)),
-            "base_model_dir": np.asarray(os.path.abspath(up.base.model_dir)),
+            "base_model_dir": np.asarray(_within(up.base.model_dir, workdir)),
             "tokenizer_fingerprint": np.asarray(tokenizer_fingerprint(cached_tokenizer(up.base.tokenizer_dir))),
             "scoring_dtype": np.asarray(str(matrix.dtype))}
+
+
+def _within(path: str, workdir: str) -> str:
+    """`path` relative to `workdir` when it lies inside it, else absolute."""
+    path, workdir = os.path.abspath(path), os.path.abspath(workdir)
+    inside = os.path.commonpath([path, workdir]) == workdir
+    return os.path.relpath(path, workdir) if inside else path
 
 
 def upstream_settings(data: dict, path: str = "the matrix file") -> Any:

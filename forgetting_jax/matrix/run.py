@@ -160,7 +160,7 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
                                             task_train={task: plan(task).examples["train"] for task in rows}))
     from forgetting_jax.matrix.provenance import provenance_arrays
 
-    extras.update(provenance_arrays(config, up))  # how `forecast` re-reads and checks the columns
+    extras.update(provenance_arrays(config, up, workdir))  # how `forecast` re-reads and checks the columns
     columns = None
     if up.answering is not None:
         from forgetting_jax.matrix.answers import kept_columns
