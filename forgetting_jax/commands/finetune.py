@@ -2,11 +2,18 @@
 
   forgetting-jax finetune --config=configs/demo.py --workdir=W --task=add [--config.train.lr=1e-5 ...]
 
+  forgetting-jax finetune ... --task=add --config.replay.weights_file=F.jsonl   (with replay)
+
 The base is config.model.hf_dir (imported into the workspace once) or, for configs that pre-train
 (model.base=pretrain), the pre-trained base (trained first when missing). Writes
 W/tasks/<task>/<fingerprint>/ with metrics.jsonl and model/ (the best-by-validation parameters
 as an HF directory; see train/finetune.py) and prints the model directory. A finished run with the
 same fingerprint is reused; an interrupted one resumes.
+
+With replay.weights_file (a forecast file of `forgetting-jax forecast`; {task} in the path is
+replaced by the task), the task is fine-tuned with replay: upstream examples of config.matrix drawn
+by the file's replay weights at replay.ratio, the steps and kept step by replay.protocol
+(replay/weights_file.py).
 """
 
 import logging
@@ -27,7 +34,18 @@ def main(argv):
     def body(experiment):
         from forgetting_jax.train.finetune import finetune
 
-        return finetune(experiment, FLAGS.workdir, _TASK.value)
+        if not experiment.replay.weights_file:
+            return finetune(experiment, FLAGS.workdir, _TASK.value)
+        from forgetting_jax.replay.protocol import protocol
+        from forgetting_jax.replay.weights_file import forecast_mixture
+        from forgetting_jax.train.base import base_model
+        from forgetting_jax.train.mesh import make_mesh
+
+        experiment = protocol(experiment).run_config(experiment)
+        mesh = make_mesh(experiment.mesh)
+        base = base_model(experiment, FLAGS.workdir, mesh)
+        mixture = forecast_mixture(experiment, FLAGS.workdir, _TASK.value, base)
+        return finetune(experiment, FLAGS.workdir, _TASK.value, base=base, mesh=mesh, mixture=mixture)
 
     result = run_experiment("finetune", argv, body, required=REQUIRED)
     best = ("" if result.best_val_loss is None

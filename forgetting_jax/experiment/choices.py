@@ -79,7 +79,8 @@ def parse_rep_dot_encoder(text: str) -> tuple[str, int | None]:
 
 
 # replay (replay/strategies.py, replay/baselines.py)
-STRATEGY_KINDS = ("none", "random", "predicted", "ground_truth", "online", "gt_mir", "ppl_median", "grad_prod_neg")
+STRATEGY_KINDS = ("none", "random", "predicted", "ground_truth", "online", "gt_mir", "ppl_median", "grad_prod_neg",
+                  "forecast")
 REPLAY_PROTOCOLS = ("final", "project")  # replay.protocol (replay/protocol.py)
 
 
@@ -108,8 +109,8 @@ def parse_strategy(name: str) -> Strategy:
     methods = list(COMPLETION + BASELINES + (REPRESENTATION if kind == "predicted" else ()))
     if kind not in STRATEGY_KINDS or len(parts) > 2:
         raise ValueError(f"replay strategy {name!r}: not one of none, random, predicted:METHOD, ground_truth, "
-                         "online:METHOD, gt_mir:N, ppl_median, grad_prod_neg (predicted, ground_truth, online "
-                         "and grad_prod_neg optionally prefixed with top:)")
+                         "online:METHOD, gt_mir:N, ppl_median, grad_prod_neg, forecast (predicted, ground_truth, "
+                         "online and grad_prod_neg optionally prefixed with top:)")
     if kind == "gt_mir":
         if top or method is None or not method.isdigit() or int(method) < 2:
             raise ValueError(f"replay strategy {name!r}: gt_mir needs N >= 2 candidates per draw, e.g. gt_mir:30 "
@@ -120,7 +121,8 @@ def parse_strategy(name: str) -> Strategy:
             raise ValueError(f"replay strategy {name!r}: {kind} needs a method, one of {', '.join(methods)}")
     elif method is not None:
         raise ValueError(f"replay strategy {name!r}: {kind} takes no method")
-    if top and kind in ("none", "random", "ppl_median"):
+    if top and kind in ("none", "random", "ppl_median", "forecast"):
         raise ValueError(f"replay strategy {name!r}: top: needs sampled scores (predicted, ground_truth, online or "
-                         "grad_prod_neg; ppl_median is always its highest scores)")
+                         "grad_prod_neg; ppl_median is always its highest scores, forecast draws by the file's "
+                         "weights)")
     return Strategy(name, kind, method, top or kind == "ppl_median")

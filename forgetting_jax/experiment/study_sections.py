@@ -91,6 +91,8 @@ class ReplaySettings:
                       online:METHOD     random replay for the first `online_fraction` of the steps,
                                         then k pool examples are scored with the model of that
                                         step, the row completed and replayed by prediction
+                      forecast          by the replay weights of replay.weights_file (a forecast
+                                        file of `forgetting-jax forecast`), within the pool
                       top:STRATEGY      the STRATEGY's highest-scored examples in order (no
                                         sampling), e.g. top:predicted:additive, top:ground_truth
     ratio           r: one upstream example per 1/r task examples, a share r / (1 + r) of the
@@ -108,6 +110,9 @@ class ReplaySettings:
                     matrix.upstream_kwargs) that measures forgetting instead of a split of the
                     upstream examples (then every scored upstream example may be replayed); with
                     matrix.metric=exact_match its prompts are answered too
+    weights_file    a forecast file (F.jsonl of `forgetting-jax forecast`: lines with "id" and
+                    "replay_weight"), {task} replaced by the task's name: the weights of strategy
+                    forecast, and of `forgetting-jax finetune` with replay (replay/weights_file.py)
     gradient_dim    P of grad_prod_neg's projected gradients (matrix/gradients.py; the final code's 1024)
     online_fraction the share of the steps an online run replays at random before it predicts
     seed            the held-out split, observed entries and replay order
@@ -125,6 +130,7 @@ class ReplaySettings:
     k: int = like(PredictSettings, "k", PredictSettings.k)
     num_heldout: int = setting(0, at_least=0)
     heldout_file: str = ""
+    weights_file: str = ""
     gradient_dim: int = setting(1024, at_least=1)
     online_fraction: float = setting(0.1, at_least=0, at_most=1)
     seed: int = 0

@@ -48,6 +48,7 @@ from forgetting_jax.replay.results import summarize
 from forgetting_jax.replay.sampler import FixedSchedule, ReplaySchedule, replay_logits
 from forgetting_jax.replay.strategies import (Completer, OnlineSchedule, Strategy, observed_columns, parse_strategy,
                                               task_code)
+from forgetting_jax.replay.weights_file import read_weights, weight_logits, weights_path
 from forgetting_jax.train.finetune import plan_finetune
 from forgetting_jax.train.mesh import make_mesh
 from forgetting_jax.utils.fingerprint import fingerprint
@@ -186,6 +187,9 @@ def make_mixture(setup: Setup, task: str, strategy: Strategy, truth_N: np.ndarra
     elif strategy.kind == "grad_prod_neg":
         logits = replay_logits(predicted["grad_prod_neg"], temperature, pool)
         inputs["gradient_dim"] = int(rc.gradient_dim)
+    elif strategy.kind == "forecast":  # replay/weights_file.py
+        logits, inputs["weights_file"] = weight_logits(weights_path(str(rc.weights_file), task),
+                                                       [e.id for e in setup.up.examples], pool)
     else:  # online: random weights until the switch, then the probe's prediction
         logits = uniform
         switch = max(1, round(float(rc.online_fraction) * setup.replay_steps()))
@@ -274,6 +278,12 @@ def run_replay(config: Experiment, workdir: str, strategies: Sequence[str] | Non
         raise ValueError("replay.strategies is empty")
     test_tasks = list(tasks or rc.test_tasks)
     _check(config, test_tasks)
+    if any(s.kind == "forecast" for s in chosen):  # every task's file read before any run trains
+        if not rc.weights_file:
+            raise ValueError("replay strategy forecast needs replay.weights_file (a forecast file of "
+                             "`forgetting-jax forecast`; {task} in it is replaced by each test task)")
+        for task in test_tasks:
+            read_weights(weights_path(str(rc.weights_file), task))
     replay_fraction(rc.ratio)
     protocol = replay_protocol(config)
 

@@ -11,6 +11,7 @@
                     scores k pool examples, their forgetting (NLL now - NLL of the base model)
                     completes the row, and the rest of the run replays by prediction, never an
                     example it replayed already
+  forecast          the replay weights of replay.weights_file (a forecast file; replay/weights_file.py)
   top:STRATEGY      STRATEGY's scores, highest first, without sampling
 
 The pool is every upstream example with a base score, minus the held-out set: held-out examples

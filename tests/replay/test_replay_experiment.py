@@ -20,13 +20,28 @@ from micro_demo import micro_experiment
 pytestmark = pytest.mark.slow
 
 STRATEGIES = ("none", "random", "predicted:additive", "predicted:rep_dot", "ground_truth", "online:additive",
-              "gt_mir:4", "ppl_median", "grad_prod_neg")
+              "gt_mir:4", "ppl_median", "grad_prod_neg", "forecast")
+WEIGHTED = 20  # the forecast files weigh the first 20 upstream examples only
 
 
-def micro_config():
+def micro_config(workdir):
     """The micro demo (ratio 1/4, k = 5, 15 held-out examples) with every kind of strategy, under
-    the default protocol (final: floor(6 x 5 / 4) = 7 steps per replay run, last steps kept)."""
-    return micro_experiment(**{"replay.strategies": STRATEGIES, "replay.gradient_dim": 128})
+    the default protocol (final: floor(6 x 5 / 4) = 7 steps per replay run, last steps kept);
+    strategy forecast reads W/forecasts/<task>.jsonl."""
+    return micro_experiment(**{"replay.strategies": STRATEGIES, "replay.gradient_dim": 128,
+                               "replay.weights_file": os.path.join(workdir, "forecasts", "{task}.jsonl")})
+
+
+def write_forecasts(workdir):
+    """A forecast file per test task (the format of `forgetting-jax forecast`) that gives weight to
+    the first WEIGHTED upstream examples of the matrix only."""
+    ids = [str(i) for i in np.load(os.path.join(workdir, "matrix", "forgetting.npz"))["example_ids"]]
+    os.makedirs(os.path.join(workdir, "forecasts"))
+    for task in TEST_TASKS:
+        with open(os.path.join(workdir, "forecasts", f"{task}.jsonl"), "w") as f:
+            for rank, example in enumerate(ids, start=1):
+                weight = 1.0 / WEIGHTED if rank <= WEIGHTED else 0.0
+                f.write(json.dumps({"id": example, "predicted": -rank, "rank": rank, "replay_weight": weight}) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +49,24 @@ def finished(micro_matrix, tmp_path_factory):
     """run_replay on a copy of the session's micro workspace (its matrix reused), recording every
     replayed upstream example."""
     workdir = copy_workspace(micro_matrix[0], str(tmp_path_factory.mktemp("replay") / "W"))
-    replayed = []
-    step_slots = mixture_lib.MixedBatches.step_slots
+    write_forecasts(workdir)
+    replayed = []  # (strategy, upstream index) of every replayed example
+    step_slots, batches = mixture_lib.MixedBatches.step_slots, mixture_lib.ReplayMixture.batches
 
     def recording(self, step):
         replay, index = step_slots(self, step)
-        replayed.extend(index[replay].tolist())
+        replayed.extend((self.label, i) for i in index[replay].tolist())
         return replay, index
+
+    def labelled(self, *args):
+        out = batches(self, *args)
+        out.label = self.label
+        return out
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(mixture_lib.MixedBatches, "step_slots", recording)
-        results = run_replay(micro_config(), workdir)
+        patch.setattr(mixture_lib.ReplayMixture, "batches", labelled)
+        results = run_replay(micro_config(workdir), workdir)
     return workdir, results, replayed
 
 
@@ -106,13 +128,17 @@ def test_replay_runs_are_fingerprinted_runs_and_never_replay_the_heldout_set(fin
 
     base_nll = np.load(os.path.join(workdir, "matrix", "forgetting.npz"))["base_nll"]
     heldout, pool = split_upstream(base_nll, 15, 0)
-    assert len(replayed) == 2 * 8 * 11  # 2 tasks x 8 replay strategies x 11 slots
-    assert not set(replayed) & set(heldout.tolist()) and pool[replayed].all()
+    assert len(replayed) == 2 * 9 * 11  # 2 tasks x 9 replay strategies x 11 slots
+    indices = [i for _, i in replayed]
+    assert not set(indices) & set(heldout.tolist()) and pool[indices].all()
+    by_forecast = {i for strategy, i in replayed if strategy == "forecast"}
+    assert by_forecast and max(by_forecast) < WEIGHTED  # only what the forecast files weigh
+    assert max(i for strategy, i in replayed if strategy == "random") >= WEIGHTED
 
 
 def test_a_second_run_reuses_every_run(finished):
     workdir, first, _ = finished
-    again = run_replay(micro_config(), workdir)
+    again = run_replay(micro_config(workdir), workdir)
     assert again["trained"] == []
     assert again["forgetting"] == first["forgetting"]
     with open(os.path.join(workdir, "report.md")) as f:
@@ -122,6 +148,16 @@ def test_a_second_run_reuses_every_run(finished):
 def test_test_tasks_must_not_be_rows_of_the_matrix(finished):
     workdir, _, _ = finished
     with pytest.raises(ValueError, match="rows of the matrix"):
-        run_replay(micro_config(), workdir, tasks=["add"])
+        run_replay(micro_config(workdir), workdir, tasks=["add"])
     with pytest.raises(ValueError, match="strategy"):
-        run_replay(micro_config(), workdir, strategies=["predicted"])
+        run_replay(micro_config(workdir), workdir, strategies=["predicted"])
+
+
+def test_strategy_forecast_needs_a_file_for_every_test_task(finished):
+    workdir, _, _ = finished
+    config = micro_config(os.path.join(workdir, "elsewhere"))
+    with pytest.raises(ValueError, match=r"elsewhere/forecasts/divide.jsonl.*no such file"):
+        run_replay(config, workdir, strategies=["none", "forecast"])
+    config = micro_experiment(**{"replay.strategies": STRATEGIES})
+    with pytest.raises(ValueError, match="needs replay.weights_file"):
+        run_replay(config, workdir, strategies=["none", "forecast"])
