@@ -294,6 +294,8 @@ FLAG_VALUES = {
     # the demo experiment's own matrix (M.npz elsewhere: the latest run's copy, maybe another base's)
     ("forecast", "matrix", "M.npz"): "{workdir}/experiments/demo/forgetting.npz",
     ("verify", "N"): "2",
+    ("forecast", "output", "divide.jsonl"): "{tmp}/divide.jsonl",
+    ("forecast", "verify", "100"): "2",  # the micro workspace has 50 upstream examples
     ("model", "models/olmo-1b"): "{hf_dir}",
     ("data", "FILE"): "{fixtures}/lm.jsonl",
     ("data", "upstream.jsonl"): "{fixtures}/upstream.jsonl",
