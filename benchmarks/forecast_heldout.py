@@ -13,7 +13,9 @@ and the training rows' mean row, train_mean, for reference). Metrics on the unsc
 Spearman, precision@100 (the share of the 100 predicted most forgotten that are among the 100
 truly most forgotten), RMSE. Wall time: scoring all N against scoring k (both warm), and one
 end-to-end `forecast` call per task (k = 30, uniform, no verify: loading, choosing, scoring,
-completing). Writes DIR/runs.jsonl (one line per task, k, selection, seed, method), DIR/table.md
+completing). With --task_data_demo, also the forecast before fine-tuning (`forecast --task_data`:
+the task's demo training data, rep_sim and train_mean, k = 0). Writes DIR/runs.jsonl (one line per
+task, k, selection, seed, method), DIR/table.md
 and DIR/run.json (settings, per-task timings).
 """
 
@@ -62,6 +64,8 @@ def main():
     parser.add_argument("--select", default=",".join(forecast_lib.SELECTIONS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--output", required=True)
+    parser.add_argument("--task_data_demo", action="store_true",
+                        help="also forecast each task before fine-tuning from its demo training data")
     args = parser.parse_args()
     os.makedirs(args.output, exist_ok=True)
     tasks, ks = args.tasks.split(","), [int(k) for k in args.k.split(",")]
@@ -100,6 +104,8 @@ def main():
                          "forecast_k30": metrics(end_to_end.predicted_N, true_N, end_to_end.summary["scored_columns"])}
         print(f"{task}: all {columns_all.size} scored in {all_seconds:.1f}s, 30 in {k30_seconds:.2f}s; forecast "
               f"(k = 30) end to end {timings[task]['forecast_k30_seconds']:.1f}s", flush=True)
+        if args.task_data_demo:
+            runs += before_fine_tuning(args.matrix, task, true_N, args.output)
         for k in ks:
             for select in selections:
                 for seed in range(args.seeds if select in ("uniform", "spread") else 1):
@@ -120,6 +126,23 @@ def main():
     print(table)
 
 
+def before_fine_tuning(matrix, task, true_N, output):
+    """The forecasts of `forecast --task_data` (the task's demo training data) by rep_sim and
+    train_mean, against the true row."""
+    from forgetting_jax.data.demo.tasks import suite_records
+    from forgetting_jax.forecast.before import forecast_before
+
+    path = os.path.join(output, f"{task}.train.jsonl")
+    write_text(path, "".join(json.dumps(r) + "\n" for r in suite_records([task], "train")))
+    out = []
+    for method in ("rep_sim", "train_mean"):
+        result = forecast_before(matrix, path, forecast_lib.ForecastSettings(method=method))
+        out.append({"task": task, "k": 0, "select": "task_data", "seed": 0, "method": method, "auto": False,
+                    **metrics(result.predicted_N, true_N, []), "seconds": result.summary["seconds"]})
+    os.remove(path)
+    return out
+
+
 def summarize(runs, ks, selections, tasks, timings, auto):
     def mean(rows, key):
         return float(np.mean([r[key] for r in rows]))
@@ -137,6 +160,16 @@ def summarize(runs, ks, selections, tasks, timings, auto):
                                f"{mean(rows, 'rmse'):.4f}"
             lines.append(f"| {k} | {select} | {cell[auto[k][0]]} ({auto[k][0]}) | {cell['train_mean']} | " +
                          " | ".join(cell[m] for m in METHODS if m != "train_mean") + " |")
+    before = [r for r in runs if r["k"] == 0]
+    if before:
+        lines += ["", "Before fine-tuning (`forecast --task_data`, no example scored): Spearman / precision@100 / "
+                  "RMSE", "", "| method | mean over tasks | " + " | ".join(tasks) + " |",
+                  "| --- | --- |" + " --- |" * len(tasks)]
+        for method in ("rep_sim", "train_mean"):
+            rows = [r for r in before if r["method"] == method]
+            cells = [f"{r['spearman']:.3f} / {r['precision_at_100']:.2f} / {r['rmse']:.4f}" for r in rows]
+            lines.append(f"| {method} | {mean(rows, 'spearman'):.3f} / {mean(rows, 'precision_at_100'):.2f} / "
+                         f"{mean(rows, 'rmse'):.4f} | " + " | ".join(cells) + " |")
     lines += ["", "| task | N | score all N (s) | score 30 (s) | forecast k = 30 end to end (s) | its method | "
               "its Spearman / precision@100 / RMSE |", "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for task, t in timings.items():

@@ -276,6 +276,7 @@ OPTIONAL = {
     "--select=uniform": "--select=uniform",  # the first alternative of uniform|variance|leverage
     "--verify=N": "--verify=N",
     "--base=DIR": "",  # forecast: the checkpoint's base is checked against the matrix's
+    "--task_format=chat": "--task_format=chat",  # the first alternative of chat|lm
 }
 
 # (command, flag, documented value) or (flag, documented value) -> concrete value; flag without dashes.
@@ -295,7 +296,8 @@ FLAG_VALUES = {
     ("forecast", "matrix", "M.npz"): "{workdir}/experiments/demo/forgetting.npz",
     ("verify", "N"): "2",
     ("forecast", "output", "divide.jsonl"): "{tmp}/divide.jsonl",
-    ("forecast", "verify", "100"): "2",  # the micro workspace has 50 upstream examples
+    ("forecast", "verify", "100"): "2",
+    ("forecast", "task_data", "FILE"): "{fixtures}/chat.jsonl",  # the micro workspace has 50 upstream examples
     ("model", "models/olmo-1b"): "{hf_dir}",
     ("data", "FILE"): "{fixtures}/lm.jsonl",
     ("data", "upstream.jsonl"): "{fixtures}/upstream.jsonl",

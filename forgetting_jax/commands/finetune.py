@@ -2,15 +2,13 @@
 
   forgetting-jax finetune --config=configs/demo.py --workdir=W --task=add [--config.train.lr=1e-5 ...]
 
-  forgetting-jax finetune ... --task=add --config.replay.weights_file=F.jsonl   (with replay)
-
 The base is config.model.hf_dir (imported into the workspace once) or, for configs that pre-train
 (model.base=pretrain), the pre-trained base (trained first when missing). Writes
 W/tasks/<task>/<fingerprint>/ with metrics.jsonl and model/ (the best-by-validation parameters
 as an HF directory; see train/finetune.py) and prints the model directory. A finished run with the
 same fingerprint is reused; an interrupted one resumes.
 
-With replay.weights_file (a forecast file of `forgetting-jax forecast`; {task} in the path is
+With --config.replay.weights_file=F.jsonl (a forecast file of `forgetting-jax forecast`; {task} in the path is
 replaced by the task), the task is fine-tuned with replay: upstream examples of config.matrix drawn
 by the file's replay weights at replay.ratio, the steps and kept step by replay.protocol
 (replay/weights_file.py).

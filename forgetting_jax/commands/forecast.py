@@ -3,6 +3,8 @@ k of them scored and the rows of a forgetting matrix of its base model.
 
   forgetting-jax forecast --matrix=M.npz --model=FINETUNED --k=30 --output=F.jsonl
       [--method=auto] [--select=uniform|variance|leverage|spread] [--verify=N] [--base=DIR]
+  forgetting-jax forecast --matrix=M.npz --task_data=FILE --output=F.jsonl [--task_format=chat|lm]
+      [--method=auto] [--base=DIR]
 
 On the demo, for a task outside its matrix (after `forgetting-jax run --config=configs/demo.py --workdir=W`):
 
@@ -19,21 +21,31 @@ with DIR instead). Only the k chosen upstream examples (and 2 x N with --verify)
 F.jsonl: one line per upstream example, most forgotten first: {"id", "predicted", "rank",
 "replay_weight" (softmax(predicted / T)), "observed" (the scored ones)}; F.summary.json beside it:
 the method, the base check, what was scored, the verification.
+
+--task_data instead of --model forecasts before fine-tuning: the task's training examples (JSON
+lines, chat {id, messages} or lm {id, text}) represented by the base model (--base=DIR, or the
+matrix's recorded base), the row forecast by rep_sim (or rep_dot, or train_mean; auto: the better
+of rep_sim and train_mean in the protocol on the matrix). The matrix must hold the base model's
+representations (`run` with --config.matrix.representations=True).
 """
 
 from absl import flags
 
-from forgetting_jax.experiment.choices import BASELINES, COMPLETION
+from forgetting_jax.experiment.choices import BASELINES, COMPLETION, REPRESENTATION
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("matrix", None, "Forgetting matrix .npz of the checkpoint's base model (from `run`).")
 flags.DEFINE_string("model", None, "The fine-tuned checkpoint: a Hugging Face directory, a .gguf file or a "
                     "fine-tuning run directory W/tasks/<task>/<fp> (with model/).")
+flags.DEFINE_string("task_data", None, "Instead of --model: the training data of a task not fine-tuned yet "
+                    "(JSON lines), forecast from its representation by the base model.")
+flags.DEFINE_enum("task_format", "chat", ["chat", "lm"], "--task_data's format: chat {id, messages}, lm {id, text}.")
 flags.DEFINE_string("output", None, "Output .jsonl (the summary goes to .summary.json beside it).")
 flags.DEFINE_integer("k", 30, "Upstream examples scored under the checkpoint.", lower_bound=1)
-flags.DEFINE_enum("method", "auto", ["auto", *COMPLETION, *[b for b in BASELINES if b != "random"]],
-                  "Completion method; auto: the lowest pooled RMSE of the protocol on this matrix at this k.")
+flags.DEFINE_enum("method", "auto", ["auto", *COMPLETION, *[b for b in BASELINES if b != "random"], *REPRESENTATION],
+                  "Completion method; auto: the lowest pooled RMSE of the protocol on this matrix at this k. "
+                  "With --task_data: rep_sim, rep_dot or train_mean.")
 flags.DEFINE_enum("select", "uniform", ["uniform", "variance", "leverage", "spread"],
                   "Which k examples to score: a seeded uniform draw (the default, and the best measured), or by "
                   "the matrix's rows: variance across tasks, leverage in its low-rank fit, spread (drawn in "
@@ -47,7 +59,7 @@ flags.DEFINE_integer("seed", 0, "Seed of the uniform draw and of the verificatio
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Scoring dtype (default: the matrix's).")
 flags.DEFINE_integer("tokens_per_batch", 16384, "Token slots per compiled scoring call.", lower_bound=1)
 
-REQUIRED = ("matrix", "model", "output")  # listed as required by --help
+REQUIRED = ("matrix", "output")  # listed as required by --help; and one of --model, --task_data
 
 
 def main(argv) -> None:
@@ -56,6 +68,9 @@ def main(argv) -> None:
     start_file_command("forecast", argv, REQUIRED, FLAGS.output, ".jsonl")
     if FLAGS.base is not None and not FLAGS.base:
         fail("forecast", "--base is empty", 2)
+    if bool(FLAGS.model) == bool(FLAGS.task_data):
+        fail("forecast", "give one of --model (a fine-tuned checkpoint) and --task_data (a task's training data, "
+                         "to forecast before fine-tuning)", 2)
     from forgetting_jax.forecast.forecast import ForecastSettings, forecast
     from forgetting_jax.forecast.output import write_forecast
 
@@ -63,7 +78,12 @@ def main(argv) -> None:
                                 temperature=FLAGS.temperature, verify=FLAGS.verify, base=FLAGS.base,
                                 dtype=FLAGS.dtype, tokens_per_batch=FLAGS.tokens_per_batch)
     with reported_errors("forecast"):
-        result = forecast(FLAGS.matrix, FLAGS.model, settings)
+        if FLAGS.task_data:
+            from forgetting_jax.forecast.before import forecast_before
+
+            result = forecast_before(FLAGS.matrix, FLAGS.task_data, settings, FLAGS.task_format)
+        else:
+            result = forecast(FLAGS.matrix, FLAGS.model, settings)
         summary_path = write_forecast(FLAGS.output, result)
     _print(result, FLAGS.output, summary_path)
 
@@ -71,6 +91,14 @@ def main(argv) -> None:
 def _print(result, output: str, summary_path: str) -> None:
     s = result.summary
     top = result.lines()[:5]
+    if "task_data" in s:
+        print("\n".join([
+            "", f"forecast before fine-tuning on {s['task_data']}: {s['represented_examples']} training examples "
+            f"represented by the base {s['base']}, the row of {s['upstream_examples']} upstream examples forecast by "
+            f"{s['method']} from {s['matrix_rows']} matrix rows, in {s['seconds']:.0f}s",
+            "  most forgotten (predicted): " + ", ".join(f"{line['id']} {line['predicted']:+.3f}" for line in top),
+            f"  wrote {output} and {summary_path}"]), flush=True)
+        return
     lines = ["", f"forecast: {s['scored_examples']} of {s['upstream_examples']} upstream examples scored under "
              f"{s['model']} ({s['select']} selection, k = {s['k']}), the row completed by {s['method']} from "
              f"{s['matrix_rows']} matrix rows, in {s['seconds']:.0f}s; base check: "

@@ -198,6 +198,9 @@ def forecast(matrix: str, model: str, settings: ForecastSettings = ForecastSetti
     from forgetting_jax.replay.strategies import Completer
 
     started = time.perf_counter()
+    if settings.method in ("rep_sim", "rep_dot"):
+        raise ForecastError(f"--method={settings.method} forecasts from the task's representation, not from scored "
+                            "examples: give --task_data (the task's training data) instead of --model")
     data = read_matrix_file(matrix)
     if "base_nll" not in data:
         raise ForecastError(f"{matrix}: no field 'base_nll': the base scores are needed (a matrix of `run`)")
