@@ -15,7 +15,7 @@ step "no torch in this environment"
 
 step "help"
 forgetting-jax --help >"$W/help.txt"
-for command in run score generate analyze predict inspect pretrain finetune replay; do
+for command in run score generate analyze predict inspect pretrain finetune replay forecast; do
   forgetting-jax "$command" --help >"$W/help_$command.txt"
   grep -q -- "--" "$W/help_$command.txt" || { echo "forgetting-jax $command --help lists no flags"; exit 1; }
 done
@@ -38,6 +38,23 @@ forgetting-jax replay "${MICRO[@]}" --config.replay.test_tasks=divide --strategi
   --config.replay.k=4 --config.replay.num_heldout=16 --config.replay.gradient_dim=64 2>"$W/replay.log" \
   || { tail -30 "$W/replay.log"; exit 1; }
 python -c "import json, sys; r = json.load(open(sys.argv[1])); assert r['settings']['protocol'] == 'final' and len(r['summary']) == 5" "$W/demo/replay/results.json"
+
+step "forecast (a task outside the matrix, fine-tuned and exported; then before fine-tuning) and replay by it"
+forgetting-jax finetune "${MICRO[@]}" --task=divide 2>"$W/finetune_divide.log" || { tail -30 "$W/finetune_divide.log"; exit 1; }
+forgetting-jax forecast --matrix="$W/demo/experiments/demo/forgetting.npz" --model="$W/demo/tasks/divide" --k=8 \
+  --verify=4 --output="$W/forecasts/divide.jsonl" 2>"$W/forecast.log" || { tail -30 "$W/forecast.log"; exit 1; }
+python -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; s = json.load(open(sys.argv[2])); assert len(rows) == 64 and sum('observed' in r for r in rows) == 16 and s['verify']['n'] == 4" "$W/forecasts/divide.jsonl" "$W/forecasts/divide.summary.json"
+python - "$W/divide_train.jsonl" <<'PY'
+import json, sys
+from forgetting_jax.data.demo.tasks import suite_records
+with open(sys.argv[1], "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in suite_records(["divide"], "train"))
+PY
+forgetting-jax forecast --matrix="$W/demo/experiments/demo/forgetting.npz" --task_data="$W/divide_train.jsonl" \
+  --output="$W/before.jsonl" 2>"$W/forecast_before.log" || { tail -30 "$W/forecast_before.log"; exit 1; }
+forgetting-jax finetune "${MICRO[@]}" --task=divide --config.replay.weights_file="$W/forecasts/{task}.jsonl" \
+  --config.replay.ratio=0.25 2>"$W/finetune_replay.log" || { tail -30 "$W/finetune_replay.log"; exit 1; }
+grep -q "replay by" "$W/finetune_replay.log" || { tail -30 "$W/finetune_replay.log"; exit 1; }
 
 step "score"
 forgetting-jax score --model="$MODEL" --data=tests/fixtures/data/lm.jsonl --format=lm --output="$W/lm.npz"
