@@ -118,21 +118,26 @@ def test_micro_run_from_the_gguf_file_gives_a_finite_matrix(smollm2_gguf, tmp_pa
 
     config = load_config("smollm2_instruct")
     config.model.hf_dir = smollm2_gguf
-    config.data.update(dict(tasks=("antonym", "add"), max_validation=4))
+    config.data.update(dict(tasks=("antonym",), max_validation=4))
     config.train.update(dict(steps=2, eval_every=2, log_every=1, batch_size=4, row_length=128))
     config.matrix.update(dict(num_upstream=12, max_length=64))
     workdir = str(tmp_path / "W")
     summary = run_pipeline(as_experiment(config), workdir, analyze=False)
     matrix = np.load(summary.matrix_path)
-    assert matrix["Z"].shape == (2, 12)
+    assert matrix["Z"].shape == (1, 12)
     assert np.isfinite(matrix["Z"]).all() and np.abs(matrix["Z"]).max() > 0
     converted = os.listdir(os.path.join(workdir, "gguf"))
     assert [n for n in converted if n.startswith("SmolLM2-135M-Instruct.Q4_1-")]
 
     # forecast with the .gguf file itself as the "fine-tuned" model: its tokenizer is the base's,
-    # and the k scored examples forget nothing (the same weights as the base that scored them)
+    # and the k scored examples forget nothing (the same weights as the base that scored them).
+    # A forecast needs two rows: the one row twice, with the matrix's provenance.
     from forgetting_jax.forecast.forecast import ForecastSettings, forecast
+    from forgetting_jax.matrix.provenance import FIELDS
 
-    result = forecast(summary.matrix_path, smollm2_gguf, ForecastSettings(k=4, method="train_mean"))
+    two_rows = str(tmp_path / "two_rows.npz")
+    np.savez(two_rows, Z=np.vstack([matrix["Z"]] * 2), tasks=np.asarray(["antonym", "antonym_again"]),
+             example_ids=matrix["example_ids"], base_nll=matrix["base_nll"], **{k: matrix[k] for k in FIELDS})
+    result = forecast(two_rows, smollm2_gguf, ForecastSettings(k=4, method="train_mean"))
     assert result.summary["checkpoint"] == "gguf" and result.summary["base_check"]["tokenizer"] == "same"
     assert len(result.observed) == 4 and max(abs(v) for v in result.observed.values()) < 1e-3
