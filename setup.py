@@ -36,8 +36,9 @@ setup(
     extras_require={
         # .gguf model files (llama.cpp's format) as model sources: numpy dequantization, no torch.
         "gguf": ["gguf>=0.16"],
-        # accelerate: transformers' own GGUF loader, the reference the real-model tests compare with.
-        "test": ["pytest>=7", "torch==2.13.0", "ruff>=0.6", "gguf>=0.16", "accelerate>=1.0"],
+        # accelerate: transformers' own GGUF loader, the reference the real-model tests compare with;
+        # tensorboard: its own reader checks the event files the training runs write.
+        "test": ["pytest>=7", "torch==2.13.0", "ruff>=0.6", "gguf>=0.16", "accelerate>=1.0", "tensorboard>=2.10"],
         "bench": ["torch==2.13.0", "scikit-surprise"],
     },
     entry_points={"console_scripts": ["forgetting-jax=forgetting_jax.cli:run"]},

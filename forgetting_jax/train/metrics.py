@@ -6,14 +6,36 @@ metrics.jsonl holds one object per optimizer step
 and one per validation {"step", "val_loss", "best"} (step 0: the starting model, never selected).
 "step" counts optimizer steps taken. A resumed run first drops the lines after the step it
 resumes from, so the file always reads like one uninterrupted run. Only process 0 writes it.
+
+Beside it, the same figures as TensorBoard scalars (utils/tensorboard.py), in
+events.out.tfevents.0.forgetting_jax: train/loss, train/learning_rate, train/grad_norm,
+train/tokens_per_second, train/mfu and validation/loss by step. The event file is rewritten from
+the kept lines when a run resumes, so it too reads like one uninterrupted run; `tensorboard
+--logdir=W` shows every run of a workspace.
 """
 
 import json
+import math
 import os
 
 import jax
 
 from forgetting_jax.utils.runtime import is_main
+from forgetting_jax.utils.tensorboard import ScalarWriter
+
+# metrics.jsonl field -> TensorBoard tag
+SCALARS = {"loss": "train/loss", "lr": "train/learning_rate", "grad_norm": "train/grad_norm",
+           "tokens_per_second": "train/tokens_per_second", "mfu": "train/mfu", "val_loss": "validation/loss"}
+
+
+def scalars(record: dict) -> dict[str, float]:
+    """The TensorBoard scalars of one metrics.jsonl record (finite numbers only)."""
+    out = {}
+    for key, tag in SCALARS.items():
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[tag] = float(value)
+    return out
 
 # Dense bf16 peak FLOP/s per device, by device kind (substring match, longest first).
 PEAK_FLOPS = {
@@ -57,15 +79,19 @@ class MetricsLog:
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(kept)
         self._file = open(path, "a", encoding="utf-8")
+        self.events = ScalarWriter(os.path.dirname(os.path.abspath(path)))
+        self.events.rewrite((r.get("step", 0), scalars(r)) for r in map(json.loads, kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
+            self.events.add(int(record.get("step", 0)), scalars(record))
 
     def close(self) -> None:
         if self.enabled and not self._file.closed:
             self._file.close()
+            self.events.close()
 
 
 def read_metrics(path: str) -> list[dict]:
