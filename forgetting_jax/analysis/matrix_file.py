@@ -1,7 +1,8 @@
 """Reading a forgetting-matrix file with clear errors.
 
 M.npz holds `Z` (float [M, N], NaN = missing) and `tasks` (str [M]); optionally `example_ids`
-[N], `example_sources` [N], `base_nll` [N], `ft_nll` [M, N], and the base model's
+[N], `example_sources` [N], `example_texts` [N] (each example's first characters:
+matrix/example_texts.py), `base_nll` [N], `ft_nll` [M, N], and the base model's
 representations for the representation forecasters: `task_embeddings` [M, D] and
 `example_embeddings` [N, D] (mean-pooled), `example_last_hidden` [N, D],
 `task_example_last_hidden` [M, S, D] and `task_example_count` [M] (last token; see
@@ -65,7 +66,7 @@ def read_matrix_file(path: str) -> dict[str, Any]:
     out["tasks"] = _strings(path, arrays, "tasks", m)
     if len(set(out["tasks"])) != m:
         raise MatrixFileError(f"{path}: field 'tasks' has duplicate names")
-    for key in ("example_ids", "example_sources"):
+    for key in ("example_ids", "example_sources", "example_texts"):
         if key in arrays:
             out[key] = _strings(path, arrays, key, n)
     out.setdefault("example_ids", [str(j) for j in range(n)])

@@ -9,16 +9,19 @@ from typing import Any
 import numpy as np
 
 from forgetting_jax.analysis.stats import finite_means, json_safe
+from forgetting_jax.matrix.example_texts import snippet
 from forgetting_jax.utils.fingerprint import file_fingerprint
 from forgetting_jax.utils.io import write_json, write_text
 from forgetting_jax.utils.markdown import markdown_table, r2_text
 
 
 def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray, tasks: list[str],
-                  example_ids: list[str], sources: list[str], figures_dir: str, metric: str = "nll") -> str:
+                  example_ids: list[str], sources: list[str], figures_dir: str, metric: str = "nll",
+                  texts: list[str] | None = None) -> str:
     """Markdown that explains the matrix: its size, how much is forgotten, its low-rank structure,
     which tasks cause and which examples suffer the most forgetting. metric: "exact_match" words
-    it for a binary matrix of lost answers (matrix/answers.py).
+    it for a binary matrix of lost answers (matrix/answers.py). texts [N]: the examples' first
+    characters (matrix/example_texts.py), shown beside the most forgotten ones.
 
     Means and shares are over the finite entries of z_MxN [M, N]; when there are non-finite ones
     (NaN, +inf, -inf; counted in analysis["nonfinite"], else here) the summary says how many and
@@ -85,9 +88,9 @@ def render_report(name: str, matrix_path: str, analysis: dict, z_MxN: np.ndarray
         "",
         "## Upstream examples forgotten the most",
         "",
-        markdown_table(["example", "source", "mean Z"],
-               [[example_ids[j], sources[j] if sources else "", f"{col_mean[j]:+.4f}"]
-                for j in np.argsort(-col_mean)[:10]]),
+        markdown_table(["example", "source", "text", "mean Z"],
+               [[example_ids[j], sources[j] if sources else "", snippet(texts[j]) if texts is not None else "",
+                 f"{col_mean[j]:+.4f}"] for j in np.argsort(-col_mean)[:10]]),
     ]
     enrichment = analysis.get("enrichment", {}).get("mean_forgetting")
     if enrichment:
@@ -154,7 +157,7 @@ def write_report(directory: str, matrix_path: str, name: str, max_rank: int, wor
     ids = data["example_ids"]
     text = render_report(name, os.path.relpath(matrix_path, workdir or directory), analysis, data["Z"],
                          data["tasks"], ids, data.get("example_sources", [""] * len(ids)), "analysis",
-                         metric=data["metric"])
+                         metric=data["metric"], texts=data.get("example_texts"))
     if data["metric"] == "exact_match":
         from forgetting_jax.matrix.answers_report import answers_section
 

@@ -161,6 +161,10 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
     from forgetting_jax.matrix.provenance import provenance_arrays
 
     extras.update(provenance_arrays(config, up, workdir))  # how `forecast` re-reads and checks the columns
+    from forgetting_jax.matrix.example_texts import example_texts
+    from forgetting_jax.train.base import tokenizer as cached_tokenizer
+
+    extras["example_texts"] = example_texts(cached_tokenizer(up.base.tokenizer_dir), [e.ids for e in up.examples])
     columns = None
     if up.answering is not None:
         from forgetting_jax.matrix.answers import kept_columns

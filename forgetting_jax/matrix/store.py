@@ -48,6 +48,7 @@ NO_COLUMN_AXIS = ("tasks", "metric", "em_columns", "task_embeddings", "task_exam
 COLUMN_AXES["example_text_embeddings"] = 0  # matrix/text_embeddings.py (matrix.embedder)
 NO_COLUMN_AXIS += ("task_text_embeddings",)
 COLUMN_AXES["example_gradients"] = 0  # matrix/gradients.py (matrix.gradient_dim)
+COLUMN_AXES["example_texts"] = 0  # matrix/example_texts.py
 NO_COLUMN_AXIS += ("task_gradients",)
 NO_COLUMN_AXIS += ("upstream_settings", "base_fingerprint", "base_model_dir", "tokenizer_fingerprint",
                    "scoring_dtype")  # matrix/provenance.py
