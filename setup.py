@@ -28,6 +28,7 @@ setup(
         "ml_collections>=0.1.1",
         "safetensors>=0.4",
         "matplotlib>=3.7",
+        "plotly>=5.20",  # report.html: standalone interactive figures
         "scipy>=1.10",
         "tqdm>=4.60",
         "jinja2>=3.1",  # transformers' chat templates

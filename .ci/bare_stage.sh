@@ -25,7 +25,7 @@ MICRO=(--config=configs/demo.py --workdir="$W/demo" --config.data.tasks=add,subt
        --config.matrix.num_upstream=64 --config.pretrain.steps=8 --config.pretrain.max_examples=256
        --config.train.steps=4 --config.train.eval_every=2 --config.predict.rep_dot_steps=100)
 forgetting-jax run "${MICRO[@]}" 2>"$W/run.log" || { tail -30 "$W/run.log"; exit 1; }
-test -f "$W/demo/matrix/forgetting.npz" && test -f "$W/demo/report.md"
+test -f "$W/demo/matrix/forgetting.npz" && test -f "$W/demo/report.md" && test -f "$W/demo/report.html"
 MODEL=$(ls -d "$W"/demo/base/*/model | head -1)
 
 step "pretrain and finetune (the run's base and run, reused)"

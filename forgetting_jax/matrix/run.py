@@ -205,6 +205,9 @@ def run_pipeline(config: Experiment, workdir: str, tasks: Sequence[str] | None =
             experiment.directory, experiment.matrix_path, config.name, config.matrix.max_rank, workdir,
             predict=config.predict, encoder=encoder)
         publish_report(summary.report_path, workdir)
+        from forgetting_jax.matrix.html_report import write_html_report
+
+        write_html_report(experiment.directory, experiment.matrix_path, config.name, workdir)
     summary.seconds = time.perf_counter() - started
     return summary
 

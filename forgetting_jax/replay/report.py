@@ -182,4 +182,9 @@ def write_replay_report(experiment_dir: str, workdir: str, results: dict) -> str
     for name in ("results.json", "replay.png", "table.md"):
         publish_file(os.path.join(out, name), os.path.join(workdir, "replay", name))
     publish_report(os.path.join(experiment_dir, "report.md"), workdir)
+    matrix = os.path.join(experiment_dir, "forgetting.npz")
+    if os.path.isfile(matrix) and os.path.isfile(os.path.join(experiment_dir, "analysis", "fits.json")):
+        from forgetting_jax.matrix.html_report import write_html_report
+
+        write_html_report(experiment_dir, matrix, os.path.basename(experiment_dir), workdir)
     return os.path.join(out, "table.md")

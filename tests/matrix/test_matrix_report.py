@@ -67,7 +67,7 @@ def test_numbers_are_over_the_finite_entries():
 
     examples = _table(text, "example")
     column_means = _finite_means(z, 0)
-    got = {r[0]: float(r[2]) for r in examples}
+    got = {r[0]: float(r[-1]) for r in examples}  # example, source, text, mean Z
     np.testing.assert_allclose([got[i] for i in IDS], column_means, atol=1e-4)
     assert [r[0] for r in examples] == [IDS[j] for j in np.argsort(-column_means, kind="stable")]
 
