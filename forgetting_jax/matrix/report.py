@@ -206,7 +206,8 @@ def print_summary(summary) -> None:
         lines.append(f"  predicting forgetting of held-out tasks: {best} wins (pooled RMSE {pooled[best]['rmse']:.4f}; "
                      f"{others})")
     if summary.report_path:
-        lines.append(f"  report   {summary.report_path}   (figures in {os.path.dirname(summary.report_path)}/analysis)")
+        lines.append(f"  report   {summary.report_path}   (figures in {os.path.dirname(summary.report_path)}/analysis; "
+                     "report.html beside it: the interactive page)")
     lines.append(f"  latest   {os.path.join(summary.workdir, 'matrix', 'forgetting.npz')}"
                  + (f", {os.path.join(summary.workdir, 'report.md')}" if summary.report_path else "")
                  + "   (copies of this run's, replaced by the next run of any experiment)")
