@@ -79,6 +79,7 @@ def _figures(data: dict, analysis: dict) -> list[str]:
     shown = heatmap_data(data["Z"], data["tasks"], ids, sources, texts)
     z = np.where(np.isfinite(shown["z"]), shown["z"], np.nan)
     limit = float(np.nanquantile(np.abs(z), 0.99)) if np.isfinite(z).any() else 1.0
+    limit = limit if limit > 0 else 1.0  # a matrix of zeros (no answer lost): a colour scale all the same
     heat = go.Figure(go.Heatmap(
         z=np.round(z, 4).tolist(), x=shown["columns"], y=shown["rows"], colorscale="RdBu", reversescale=True,
         zmid=0.0, zmin=-limit, zmax=limit, colorbar={"title": {"text": "Z"}},
@@ -97,8 +98,9 @@ def _figures(data: dict, analysis: dict) -> list[str]:
     bars_x = [label for key, label in names if r2.get(key) is not None]
     bars_y = [float(r2[key]) for key, _ in names if r2.get(key) is not None]
     for k, value in sorted((r2.get("svd") or {}).items(), key=lambda kv: int(kv[0])):
-        bars_x.append(f"rank {k}")
-        bars_y.append(float(value))
+        if value is not None:  # undefined for a constant matrix
+            bars_x.append(f"rank {k}")
+            bars_y.append(float(value))
     fits = go.Figure(go.Bar(x=bars_x, y=bars_y, hovertemplate="%{x}: R^2 %{y:.3f}<extra></extra>"))
     fits.update_layout(title="Low-rank fits of Z (R^2)", yaxis={"range": [0, 1]}, height=380)
     out = [pio.to_html(heat, include_plotlyjs=True, full_html=False, div_id="heatmap"),
