@@ -99,7 +99,7 @@ class ScalarWriter:
         """The file anew: the version record, then each (step, scalars)."""
         self.close()
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        tmp = self.path + ".tmp"
+        tmp = os.path.join(os.path.dirname(self.path), ".tfevents.tmp")  # not an event file's name
         with open(tmp, "wb") as f:
             f.write(tf_record(version_event()))
             for step, scalars in events:
