@@ -45,7 +45,10 @@ def test_a_stopped_run_says_what_it_kept(tmp_path, signum, code, how):
     # Long fine-tuning runs (the micro demo's would finish before the signal arrives).
     command = _command("run", "--config=configs/demo.py", f"--workdir={workdir}", "--noanalyze",
                        *cli_overrides(**{"train.steps": 2000, "train.eval_every": 1000}))
+    # Both signals also unblocked: a signal mask is inherited across exec too, and a library thread
+    # of this pytest process may have left one blocked (then the signal would stay pending).
     restore = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM}); "
                "os.execv(sys.argv[1], sys.argv[1:])")
     process = subprocess.Popen([sys.executable, "-c", restore, *command], cwd=ROOT, env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
