@@ -87,25 +87,6 @@ def task_representation(data: dict, matrix: str, task_data: str, task_format: st
             last_SxD[None], "task_example_count": np.asarray([len(chosen)], np.int32)}
 
 
-def auto_method(data: dict, seeds: int) -> tuple[str, dict]:
-    """rep_sim or train_mean, whichever has the lower pooled RMSE of the protocol on the matrix."""
-    from forgetting_jax.predict.comparison import ComparisonSettings, compare
-    from forgetting_jax.predict.protocol import select_test_tasks
-
-    tasks = list(data["tasks"])
-    if len(tasks) < 3:
-        return "rep_sim", {}
-    test_idx = select_test_tasks(tasks, test_fraction=0.3)
-    result = compare(data, test_idx, ComparisonSettings(methods=("rep_sim", "train_mean"), k=1, seeds=seeds),
-                     log_fn=log.debug)
-    rmse = {m: result["methods"][m]["pooled"]["rmse"] for m in ("rep_sim", "train_mean")}
-    finite = {m: v for m, v in rmse.items() if v is not None and np.isfinite(v)}
-    best = min(finite, key=finite.get) if finite else "rep_sim"
-    log.info("method auto: %s (pooled RMSE of the protocol on this matrix: %s)", best,
-             ", ".join(f"{m} {v:.4f}" for m, v in finite.items()))
-    return best, rmse
-
-
 def forecast_before(matrix: str, task_data: str, settings, task_format: str = "chat"):
     """The forecast (forecast/forecast.py Forecast) of fine-tuning on `task_data`, before it."""
     from forgetting_jax.analysis.matrix_file import read_matrix_file
@@ -142,7 +123,9 @@ def forecast_before(matrix: str, task_data: str, settings, task_format: str = "c
                               int(settings.tokens_per_batch))
     protocol_rmse = {}
     if method == "auto":
-        method, protocol_rmse = auto_method(data, int(settings.auto_seeds))
+        from forgetting_jax.forecast.forecast import auto_method  # the better of rep_sim and the mean row
+
+        method, protocol_rmse = auto_method(data, 1, int(settings.auto_seeds), ("rep_sim", "train_mean"), "rep_sim")
     z = data["Z"]
     representations = {key: data[key] for key in data if key in NEEDED or key == "example_last_hidden"}
     completer = Completer(z, CompletionConfig(seed=int(settings.seed)), int(settings.seed),

@@ -90,21 +90,24 @@ def choose_columns(z_MxN: np.ndarray, valid_N: np.ndarray, k: int, select: str, 
     return np.sort(np.asarray(informative_columns(z_MxN, k, select, seed=seed, valid_N=valid_N), np.int64))
 
 
-def auto_method(data: dict, k: int, seeds: int) -> tuple[str, dict]:
-    """The completion method with the lowest pooled RMSE of the protocol on the matrix (30% of its
-    rows as test tasks, `seeds` draws of k), and every method's RMSE."""
+def auto_method(data: dict, k: int, seeds: int, methods: Sequence[str] | None = None, fallback: str = "additive"
+                ) -> tuple[str, dict]:
+    """The method of `methods` (default: the completion methods) with the lowest pooled RMSE of the
+    protocol on the matrix (30% of its rows as test tasks, `seeds` draws of k), and every method's
+    RMSE; `fallback` when the matrix has too few rows or no RMSE is finite."""
     from forgetting_jax.experiment.choices import COMPLETION
     from forgetting_jax.predict.comparison import ComparisonSettings, compare
     from forgetting_jax.predict.protocol import select_test_tasks
 
+    methods = tuple(methods or COMPLETION)
     tasks = list(data["tasks"])
     if len(tasks) < 3:
-        return "additive", {}
+        return fallback, {}
     test_idx = select_test_tasks(tasks, test_fraction=0.3)
-    result = compare(data, test_idx, ComparisonSettings(methods=COMPLETION, k=k, seeds=seeds), log_fn=log.debug)
-    rmse = {m: result["methods"][m]["pooled"]["rmse"] for m in COMPLETION}
+    result = compare(data, test_idx, ComparisonSettings(methods=methods, k=k, seeds=seeds), log_fn=log.debug)
+    rmse = {m: result["methods"][m]["pooled"]["rmse"] for m in methods}
     finite = {m: v for m, v in rmse.items() if v is not None and np.isfinite(v)}
-    best = min(finite, key=finite.get) if finite else "additive"
+    best = min(finite, key=finite.get) if finite else fallback
     log.info("method auto: %s (pooled RMSE of the protocol on this matrix at k = %d: %s)", best, k,
              ", ".join(f"{m} {v:.4f}" for m, v in finite.items()))
     return best, rmse
